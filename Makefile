@@ -1,0 +1,51 @@
+# The single source of commands: the README and .ci/run call these targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+PYTEST_ARGS ?=
+
+.PHONY: help venv build lint fmt test test-rust test-python demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed  ## create the virtualenv with every tool the tests need
+
+build: venv  ## build the Rust extension into the virtualenv (release)
+	maturin develop --release --quiet
+
+lint: build  ## cargo fmt, clippy, ruff, mypy (and the stub against the built module)
+	cargo fmt --check
+	cargo clippy --release --all-targets --quiet -- -D warnings
+	ruff check python tests
+	ruff format --check python tests
+	mypy
+	python -m mypy.stubtest stockpipe._native
+
+fmt: venv  ## format Rust and Python
+	cargo fmt
+	ruff format python tests
+	ruff check --fix python tests
+
+test-rust:  ## Rust unit, property and fuzz-style tests
+	cargo test --release --quiet
+
+test-python: build  ## pytest against real Kafka, S3 (started by the fixtures)
+	pytest $(PYTEST_ARGS)
+
+test: build lint test-rust test-python  ## the whole test suite (what CI runs)
+
+demo: build  ## the pipeline end to end on the embedded defaults
+	stockpipe demo
+
+clean:  ## remove build outputs (not the download cache)
+	rm -rf target $(VENV) stockpipe-data

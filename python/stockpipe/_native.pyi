@@ -1,0 +1,40 @@
+"""Type stubs of the private native module. Users import from ``stockpipe``, never from here."""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = [
+    "__version__",
+    "run_producer",
+    "run_simulator",
+    "ensure_topics",
+    "cluster_brokers",
+    "validate_finnhub",
+    "parse_frame",
+    "runtime_pid",
+]
+
+__version__: str
+
+def run_producer(
+    finnhub_json: str,
+    kafka_json: str,
+    *,
+    max_trades: int | None = None,
+    duration_s: float | None = None,
+    status: Callable[[Mapping[str, float]], None] | None = None,
+    status_every_s: float = 1.0,
+    flush_timeout_s: float = 4.0,
+) -> dict[str, Any]: ...
+def run_simulator(
+    sim_json: str,
+    *,
+    on_ready: Callable[[str], Any] | None = None,
+    status: Callable[[Mapping[str, float]], None] | None = None,
+    status_every_s: float = 1.0,
+) -> dict[str, float]: ...
+def ensure_topics(kafka_json: str, topics: list[tuple[str, int]], timeout_s: float = 15.0) -> list[dict[str, Any]]: ...
+def cluster_brokers(kafka_json: str, timeout_s: float = 10.0) -> list[tuple[int, str, int]]: ...
+def validate_finnhub(finnhub_json: str) -> None: ...
+def parse_frame(text: str) -> tuple[str, list[str], list[str]]: ...
+def runtime_pid() -> int: ...

@@ -1,0 +1,52 @@
+"""A live one-line status for long-running commands, and the final summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import TextIO
+
+Formatter = Callable[[Mapping[str, float], Mapping[str, float], float], str]
+
+
+class StatusLine:
+    """Prints a status line each report: redrawn in place on a terminal, one line per report otherwise.
+
+    Example:
+        >>> s = StatusLine(lambda now, prev, dt: f"{now['n']:.0f}", stream=sys.stdout, enabled=True)
+        >>> s({"n": 3.0})  # doctest: +SKIP
+    """
+
+    def __init__(self, fmt: Formatter, *, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self._fmt = fmt
+        self._stream = stream or sys.stderr
+        self._enabled = enabled
+        self._prev: dict[str, float] = {}
+        self._at = time.monotonic()
+        self._tty = self._stream.isatty()
+        self._drawn = False
+
+    def __call__(self, stats: Mapping[str, float]) -> None:
+        now = time.monotonic()
+        dt = max(now - self._at, 1e-9)
+        line = self._fmt(stats, self._prev, dt)
+        self._prev, self._at = dict(stats), now
+        if not self._enabled:
+            return
+        if self._tty:
+            self._stream.write("\r\x1b[2K" + line)
+            self._drawn = True
+        else:
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._drawn = False
+
+
+def rate(now: Mapping[str, float], prev: Mapping[str, float], key: str, dt: float) -> float:
+    return (now.get(key, 0.0) - prev.get(key, 0.0)) / dt

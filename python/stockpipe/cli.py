@@ -1,0 +1,265 @@
+"""The ``stockpipe`` command line.
+
+Every option of every command is also a ``config.ini`` key and an environment
+variable: ``--bootstrap-servers`` ↔ ``[kafka] bootstrap_servers`` ↔
+``STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS``. A user's mistake ends with one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from stockpipe import __version__
+from stockpipe.config import SECTIONS, Config, env_name, fields_of, flag_for, load_config
+from stockpipe.exceptions import ConfigError, StockpipeError
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace, Config], int]
+log = logging.getLogger("stockpipe")
+
+
+def _add_sections(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", help="config.ini to read (default: $STOCKPIPE_CONFIG or ./config.ini)"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    for section in sections:
+        group = parser.add_argument_group(f"[{section}] settings")
+        for f in fields_of(section):
+            help_text = f"{f.metadata['help']} ({env_name(section, f.name)})"
+            dest = f"{section}__{f.name}"
+            kind = str(f.type)
+            if kind.startswith("bool"):
+                group.add_argument(
+                    flag_for(f), dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                )
+            else:
+                group.add_argument(flag_for(f), dest=dest, metavar=f.name.upper(), default=None, help=help_text)
+
+
+def _flags(ns: argparse.Namespace) -> dict[tuple[str, str], Any]:
+    out: dict[tuple[str, str], Any] = {}
+    for dest, value in vars(ns).items():
+        if "__" in dest and value is not None:
+            section, key = dest.split("__", 1)
+            if section in SECTIONS:
+                out[(section, key)] = value if isinstance(value, bool) else str(value)
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog, description="Real-time stock-market data pipeline: Finnhub → Kafka → S3 → Parquet → warehouse."
+    )
+    parser.add_argument("--version", action="version", version=f"stockpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("config", help="show the effective configuration")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    show = csub.add_parser("show", help="print every setting (secrets redacted) and where it came from")
+    _add_sections(show, [])
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=cmd_config_show)
+
+    p = sub.add_parser("dev", help="a local stack of real Kafka and S3 servers")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    dsub.required = True
+    for name, handler, text in [
+        ("up", cmd_dev_up, "start Kafka (KRaft) and the S3 server, create buckets and topics"),
+        ("down", cmd_dev_down, "stop every process the stack started"),
+        ("status", cmd_dev_status, "say what runs"),
+        ("env", cmd_dev_env, 'print export lines: eval "$(stockpipe dev env)"'),
+    ]:
+        d = dsub.add_parser(name, help=text, description=text)
+        _add_sections(d, ["dev", "s3"] if name == "up" else ["dev"])
+        d.set_defaults(handler=handler)
+
+    p = sub.add_parser("simulate", help="serve the Finnhub protocol locally (WebSocket + REST)")
+    _add_sections(p, ["simulate"])
+    p.set_defaults(handler=cmd_simulate)
+
+    p = sub.add_parser("produce", help="Finnhub WebSocket → Kafka (same as python -m stockpipe.producer)")
+    _add_sections(p, ["finnhub", "kafka", "producer"])
+    p.set_defaults(handler=cmd_produce)
+
+    p = sub.add_parser("demo", help="run the pipeline end to end on the embedded defaults")
+    _add_sections(p, ["dev", "simulate", "kafka"])
+    p.add_argument("--seconds", type=float, default=60.0, help="how long to stream trades (default 60)")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM stops a command the way Ctrl-C does: stop reading, flush, report."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "stockpipe") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "verbose", 0))
+    secrets: list[str] = []
+    try:
+        cfg = load_config(args.config, flags=_flags(args)) if hasattr(args, "config") else load_config()
+        secrets = cfg.secrets()
+        _sigterm_as_interrupt()
+        code: int = args.handler(args, cfg)
+        return code
+    except StockpipeError as exc:
+        message = str(exc)
+        for s in secrets:
+            message = message.replace(s, "***")
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+
+
+def cmd_config_show(args: argparse.Namespace, cfg: Config) -> int:
+    data = cfg.redacted()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for section, values in data.items():
+        print(f"[{section}]")
+        for key, value in values.items():
+            shown = ",".join(value) if isinstance(value, list) else value
+            if isinstance(value, dict):
+                shown = ",".join(f"{k}={v}" for k, v in value.items())
+            print(f"{key} = {'' if shown is None else shown}    ; {cfg.sources[(section, key)]}")
+        print()
+    return 0
+
+
+def cmd_dev_up(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.dev import stack
+
+    state = stack.up(cfg, say=lambda m: print(m, file=sys.stderr))
+    print(f"Kafka bootstrap servers: {state['bootstrap_servers']}")
+    print(f"S3 endpoint:             {state['s3_endpoint_url']} (bucket {state['bucket']}, SSE-S3 on)")
+    for t in state.get("topics", []):
+        print(f"topic {t['name']}: {t['partitions']} partitions, replication factor {t['replication_factor']}")
+    print(f"state, data and logs:    {state['home']}")
+    print('point other commands at it: eval "$(stockpipe dev env)"')
+    return 0
+
+
+def cmd_dev_down(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.dev import stack
+
+    stack.down(cfg)
+    return 0
+
+
+def cmd_dev_status(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.dev import stack
+
+    st = stack.status(cfg)
+    if not st["processes"]:
+        print("the dev stack is not running (start it with: stockpipe dev up)")
+        return 3
+    for p in st["processes"]:
+        state = "running" if p["alive"] else "DEAD"
+        print(f"{p['name']:<8} {state:<8} pid {p['pid']:<8} port {p['port']:<6} log {p['log']}")
+    return 0 if st["running"] else 1
+
+
+def cmd_dev_env(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.dev import stack
+    from stockpipe.exceptions import DevStackError
+
+    state = stack.read_state(cfg.dev)
+    if state is None:
+        raise DevStackError("the dev stack is not running; start it with: stockpipe dev up")
+    print("\n".join(stack.env_lines(state)))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.simulator import run_simulator
+
+    stats = run_simulator(cfg.simulate, on_ready=lambda addr: print(f"listening on {addr}", flush=True))
+    print(
+        f"simulator: sent {stats.get('trades_sent', 0):.0f} trades in {stats.get('frames_sent', 0):.0f} frames, "
+        f"{stats.get('connections', 0):.0f} connections, {stats.get('disconnects', 0):.0f} injected disconnects",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.producer import Producer, format_status
+
+    _explain_missing_key(cfg)
+    status = StatusLineFor(cfg.producer.status_interval, format_status)
+    try:
+        stats = Producer(cfg).run(status=status.callback)
+    finally:
+        status.close()
+    print(f"producer: {stats.summary()}", file=sys.stderr)
+    return 0 if stats.failed == 0 and stats.unacked == 0 else 1
+
+
+def _explain_missing_key(cfg: Config) -> None:
+    from stockpipe.exceptions import ConfigError
+
+    if not cfg.finnhub.api_key and "finnhub.io" in cfg.finnhub.ws_url:
+        raise ConfigError(
+            "no Finnhub API key: set FINNHUB_API_KEY (free at https://finnhub.io/register) or [finnhub] api_key, "
+            "or run the local simulator (stockpipe simulate) and pass --ws-url ws://127.0.0.1:8765"
+        )
+
+
+class StatusLineFor:
+    """A status line that is off when the interval is 0."""
+
+    def __init__(self, interval: float, fmt: Any) -> None:
+        from stockpipe._status import StatusLine
+
+        self._line = StatusLine(fmt, enabled=interval > 0)
+        self.callback = self._line if interval > 0 else None
+
+    def close(self) -> None:
+        self._line.close()
+
+
+def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.demo import run_demo
+
+    return run_demo(cfg, seconds=args.seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

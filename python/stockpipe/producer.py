@@ -1,0 +1,132 @@
+"""``python -m stockpipe.producer``: Finnhub WebSocket (or the simulator) → Kafka.
+
+Example:
+    >>> from stockpipe import Producer, load_config
+    >>> cfg = load_config(env={}, use_default_file=False)
+    >>> cfg.finnhub.ws_url = "ws://127.0.0.1:8765"
+    >>> stats = Producer(cfg).run(max_messages=1000)  # doctest: +SKIP
+    >>> stats.acked  # doctest: +SKIP
+    1000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from stockpipe._status import rate
+from stockpipe.config import Config
+
+__all__ = ["Producer", "ProducerStats", "main"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProducerStats:
+    """What one producer run did."""
+
+    frames: int
+    trades: int
+    acked: int
+    failed: int
+    dead_letters: int
+    duplicates: int
+    rejected: int
+    reconnects: int
+    pings: int
+    unacked: int
+    interrupted: bool
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+    @classmethod
+    def from_native(cls, raw: Mapping[str, float]) -> ProducerStats:
+        def n(key: str) -> int:
+            return int(raw.get(key, 0))
+
+        return cls(
+            frames=n("frames"),
+            trades=n("trades"),
+            acked=n("acked"),
+            failed=n("failed"),
+            dead_letters=n("dlq"),
+            duplicates=n("duplicates"),
+            rejected=n("rejected"),
+            reconnects=n("reconnects"),
+            pings=n("pings"),
+            unacked=n("unacked"),
+            interrupted=bool(raw.get("interrupted", False)),
+            latency_p50_ms=raw.get("latency_p50_ms"),
+            latency_p99_ms=raw.get("latency_p99_ms"),
+        )
+
+    def summary(self) -> str:
+        p99 = f"{self.latency_p99_ms:.1f} ms" if self.latency_p99_ms is not None else "n/a"
+        return (
+            f"trades {self.trades}, acked {self.acked}, failed {self.failed}, unacked {self.unacked}, "
+            f"dead letters {self.dead_letters}, duplicates dropped {self.duplicates}, "
+            f"reconnects {self.reconnects}, p99 frame→ack {p99}"
+        )
+
+
+def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
+    p99 = now.get("latency_p99_ms")
+    return (
+        f"frames/s {rate(now, prev, 'frames', dt):8.0f} | trades/s {rate(now, prev, 'trades', dt):9.0f} | "
+        f"acked {now.get('acked', 0):10.0f} | DLQ {now.get('dlq', 0):6.0f} | "
+        f"reconnects {now.get('reconnects', 0):3.0f} | p99 {p99 if p99 is not None else 0:6.1f} ms"
+    )
+
+
+class Producer:
+    """Streams trades into Kafka with the Rust ingest client.
+
+    Args:
+        config: the effective configuration (``[finnhub]``, ``[kafka]``, ``[producer]``).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def run(
+        self,
+        *,
+        duration: float | None = None,
+        max_messages: int | None = None,
+        status: Callable[[Mapping[str, float]], None] | None = None,
+    ) -> ProducerStats:
+        """Runs until ``duration`` elapses, ``max_messages`` trades are published, or Ctrl-C.
+
+        Returns:
+            The counters of the run; ``acked`` trades are durable in Kafka.
+        """
+        from stockpipe import _native
+
+        cfg = self.config
+        raw = _native.run_producer(
+            cfg.section_json("finnhub"),
+            json_kafka(cfg),
+            max_trades=max_messages if max_messages is not None else cfg.producer.max_messages,
+            duration_s=duration if duration is not None else cfg.producer.duration,
+            status=status,
+            status_every_s=max(cfg.producer.status_interval, 0.1),
+        )
+        return ProducerStats.from_native(raw)
+
+
+def json_kafka(cfg: Config) -> str:
+    """The ``[kafka]`` section as the native core expects it."""
+    import json
+
+    return json.dumps(dataclasses.asdict(cfg.kafka))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stockpipe.cli import main as cli_main
+
+    return cli_main(["produce", *(sys.argv[1:] if argv is None else argv)], prog="python -m stockpipe.producer")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+//! One lazily built tokio runtime per process (rebuilt after `fork`, which Spark and Glue do),
+//! and the single helper through which every blocking call waits: GIL released, Ctrl-C and
+//! SIGTERM honoured about every 100 ms by asking the stage to stop and finish cleanly.
+
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+
+/// The process's runtime, built on first use and again in a forked child.
+pub fn rt() -> Arc<Runtime> {
+    let pid = std::process::id();
+    let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((owner, rt)) = slot.as_ref() {
+        if *owner == pid {
+            return rt.clone();
+        }
+        // Inherited from the parent across fork: its threads do not exist here. Leak it, since
+        // dropping would try to join threads that are gone.
+        if let Some((_, old)) = slot.take() {
+            std::mem::forget(old);
+        }
+    }
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+            .thread_name("stockpipe")
+            .enable_all()
+            .build()
+            .expect("failed to build the tokio runtime"),
+    );
+    *slot = Some((pid, rt.clone()));
+    rt
+}
+
+/// The pid that built the current runtime (tests use it to prove the rebuild after fork).
+#[pyfunction]
+pub fn runtime_pid() -> u32 {
+    let _ = rt();
+    RUNTIME
+        .lock()
+        .ok()
+        .and_then(|s| s.as_ref().map(|(p, _)| *p))
+        .unwrap_or(0)
+}
+
+/// Periodic progress reports: a Python callable given a dict of counters.
+pub struct Progress<'py> {
+    pub callback: Option<Bound<'py, PyAny>>,
+    pub every: Duration,
+    pub metrics: Vec<Arc<Metrics>>,
+}
+
+impl Progress<'_> {
+    fn report(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(cb) = &self.callback {
+            cb.call1((snapshot_dict(py, &self.metrics)?,))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn snapshot_dict<'py>(
+    py: Python<'py>,
+    metrics: &[Arc<Metrics>],
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for m in metrics {
+        for (k, v) in m.snapshot().values {
+            d.set_item(k, v)?;
+        }
+    }
+    Ok(d)
+}
+
+/// Runs `fut` to completion on the runtime with the GIL released. A signal (Ctrl-C, or SIGTERM
+/// where the CLI maps it to KeyboardInterrupt) triggers `shutdown` so the stage can flush; the
+/// call then still returns the stage's own result.
+pub fn wait_for<F, T>(
+    py: Python<'_>,
+    fut: F,
+    shutdown: &Shutdown,
+    progress: &Progress<'_>,
+) -> PyResult<(T, bool)>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let runtime = rt();
+    let mut handle = runtime.spawn(fut);
+    let mut interrupted = false;
+    let mut last_report = Instant::now();
+    loop {
+        let polled = py.detach(|| {
+            runtime.block_on(async {
+                tokio::time::timeout(Duration::from_millis(100), &mut handle).await
+            })
+        });
+        match polled {
+            Ok(Ok(value)) => return Ok((value, interrupted)),
+            Ok(Err(join)) => {
+                return Err(super::errors::py_error(
+                    "StockpipeError",
+                    format!("stage crashed: {join}"),
+                ))
+            }
+            Err(_) => {}
+        }
+        if let Err(e) = py.check_signals() {
+            if interrupted {
+                // A second interrupt: stop waiting for the graceful path.
+                handle.abort();
+                return Err(e);
+            }
+            interrupted = true;
+            log::info!("interrupted; stopping and flushing");
+            shutdown.trigger();
+        }
+        if progress.callback.is_some() && last_report.elapsed() >= progress.every {
+            last_report = Instant::now();
+            progress.report(py)?;
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Bindings for ingestion: the producer, the simulator, topic creation, frame parsing.
+
+use super::errors::{config_error, py_error};
+use super::runtime::{rt, snapshot_dict, wait_for, Progress};
+use crate::config::{FinnhubConfig, KafkaConfig};
+use crate::kafka::{ensure_topics as ensure, TradeProducer};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::source::simulator::{SimConfig, Simulator};
+use crate::source::{self, frame};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn parse<T: serde::de::DeserializeOwned>(section: &str, json: &str) -> PyResult<T> {
+    serde_json::from_str(json).map_err(|e| config_error(format!("[{section}] {e}")))
+}
+
+fn stop_after(shutdown: &Shutdown, seconds: Option<f64>) {
+    if let Some(s) = seconds {
+        let s = Duration::from_secs_f64(s.max(0.0));
+        let shutdown = shutdown.clone();
+        rt().spawn(async move {
+            tokio::time::sleep(s).await;
+            shutdown.trigger();
+        });
+    }
+}
+
+/// Checks the Finnhub settings that can be checked without connecting.
+#[pyfunction]
+pub fn validate_finnhub(finnhub_json: &str) -> PyResult<()> {
+    let cfg: FinnhubConfig = parse("finnhub", finnhub_json)?;
+    source::client::validate(&cfg)?;
+    Ok(())
+}
+
+/// Runs WebSocket → Kafka until stopped; returns the counters.
+#[pyfunction]
+#[pyo3(signature = (finnhub_json, kafka_json, *, max_trades=None, duration_s=None, status=None, status_every_s=1.0, flush_timeout_s=4.0))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_producer<'py>(
+    py: Python<'py>,
+    finnhub_json: &str,
+    kafka_json: &str,
+    max_trades: Option<u64>,
+    duration_s: Option<f64>,
+    status: Option<Bound<'py, PyAny>>,
+    status_every_s: f64,
+    flush_timeout_s: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let fcfg: FinnhubConfig = parse("finnhub", finnhub_json)?;
+    let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
+    source::client::validate(&fcfg)?;
+    let mut names = source::client::COUNTERS.to_vec();
+    names.extend_from_slice(crate::kafka::producer::COUNTERS);
+    let metrics = Metrics::new(&names);
+    let producer = Arc::new(TradeProducer::new(&kcfg, metrics.clone())?);
+    let shutdown = Shutdown::new();
+    stop_after(&shutdown, duration_s);
+    let fut = {
+        let (producer, metrics, shutdown) = (producer.clone(), metrics.clone(), shutdown.clone());
+        async move {
+            let topics = vec![(kcfg.topic.clone(), 3), (kcfg.dlq_topic.clone(), 1)];
+            ensure(&kcfg, &topics, Duration::from_secs(15)).await?;
+            let result =
+                source::run_ingest(&fcfg, producer.clone(), metrics, shutdown, max_trades).await;
+            let flush = Duration::from_secs_f64(flush_timeout_s);
+            let flushed = tokio::task::spawn_blocking(move || producer.flush(flush)).await;
+            result?;
+            if let Ok(Err(e)) = flushed {
+                log::warn!("flush did not complete: {e}");
+            }
+            Ok::<(), source::Error>(())
+        }
+    };
+    let progress = Progress {
+        callback: status,
+        every: Duration::from_secs_f64(status_every_s),
+        metrics: vec![metrics.clone()],
+    };
+    let (result, interrupted) = wait_for(py, fut, &shutdown, &progress)?;
+    result?;
+    let stats = snapshot_dict(py, &[metrics])?;
+    stats.set_item("unacked", producer.in_flight())?;
+    stats.set_item("interrupted", interrupted)?;
+    Ok(stats)
+}
+
+/// Serves the Finnhub protocol until stopped. `on_ready(address)` is called once listening.
+#[pyfunction]
+#[pyo3(signature = (sim_json, *, on_ready=None, status=None, status_every_s=1.0))]
+pub fn run_simulator<'py>(
+    py: Python<'py>,
+    sim_json: &str,
+    on_ready: Option<Bound<'py, PyAny>>,
+    status: Option<Bound<'py, PyAny>>,
+    status_every_s: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cfg: SimConfig = parse("simulate", sim_json)?;
+    let shutdown = Shutdown::new();
+    let sim = py
+        .detach(|| rt().block_on(Simulator::start(cfg, shutdown.clone())))
+        .map_err(|e| py_error("IngestError", format!("simulator cannot start: {e}")))?;
+    if let Some(cb) = on_ready {
+        cb.call1((sim.local_addr.to_string(),))?;
+    }
+    let metrics = sim.metrics.clone();
+    let progress = Progress {
+        callback: status,
+        every: Duration::from_secs_f64(status_every_s),
+        metrics: vec![metrics.clone()],
+    };
+    let (_, interrupted) = wait_for(py, sim.wait(), &shutdown, &progress)?;
+    let stats = snapshot_dict(py, &[metrics])?;
+    stats.set_item("interrupted", interrupted)?;
+    Ok(stats)
+}
+
+/// Creates missing topics; returns each topic's real layout.
+#[pyfunction]
+#[pyo3(signature = (kafka_json, topics, timeout_s=15.0))]
+pub fn ensure_topics<'py>(
+    py: Python<'py>,
+    kafka_json: &str,
+    topics: Vec<(String, usize)>,
+    timeout_s: f64,
+) -> PyResult<Bound<'py, PyList>> {
+    let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
+    let timeout = Duration::from_secs_f64(timeout_s);
+    let states = py.detach(|| rt().block_on(ensure(&kcfg, &topics, timeout)))?;
+    let out = PyList::empty(py);
+    for s in states {
+        let d = PyDict::new(py);
+        d.set_item("name", s.name)?;
+        d.set_item("partitions", s.partitions)?;
+        d.set_item("replication_factor", s.replication_factor)?;
+        d.set_item("created", s.created)?;
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
+/// Classifies one frame as the ingest loop would: `(kind, records, rejections)`.
+#[pyfunction]
+pub fn parse_frame(text: &str) -> (String, Vec<String>, Vec<String>) {
+    match frame::parse(text) {
+        Ok(frame::Frame::Trades { trades, rejected }) => (
+            "trade".into(),
+            trades
+                .iter()
+                .map(|t| t.to_json(0, crate::record::Source::Finnhub))
+                .collect(),
+            rejected
+                .iter()
+                .map(|r| r.reason.as_str().to_string())
+                .collect(),
+        ),
+        Ok(frame::Frame::Ping) => ("ping".into(), vec![], vec![]),
+        Ok(frame::Frame::Error(m)) => ("error".into(), vec![m], vec![]),
+        Ok(frame::Frame::Other { kind, .. }) => (kind.into(), vec![], vec![]),
+        Err(r) => ("rejected".into(), vec![], vec![r.as_str().to_string()]),
+    }
+}
+
+/// The live brokers of the cluster as `(id, host, port)`.
+#[pyfunction]
+#[pyo3(signature = (kafka_json, timeout_s=10.0))]
+pub fn cluster_brokers(
+    py: Python<'_>,
+    kafka_json: &str,
+    timeout_s: f64,
+) -> PyResult<Vec<(i32, String, i32)>> {
+    let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
+    let timeout = Duration::from_secs_f64(timeout_s);
+    Ok(py.detach(|| crate::kafka::cluster_brokers(&kcfg, timeout))?)
+}

@@ -1,0 +1,102 @@
+//! Topic creation through the Kafka admin API: `stock-data` with 3 partitions and a replication
+//! factor of `min(2, live brokers)`, plus the dead-letter and quote topics.
+
+use super::config::{client_config, Role};
+use super::{Error, Result};
+use crate::config::KafkaConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// A topic as it exists after [`ensure_topics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicState {
+    pub name: String,
+    pub partitions: usize,
+    pub replication_factor: usize,
+    pub created: bool,
+}
+
+/// Creates each `(name, partitions)` topic that does not exist yet. Existing topics are left as
+/// they are and reported with their real layout.
+pub async fn ensure_topics(
+    cfg: &KafkaConfig,
+    topics: &[(String, usize)],
+    timeout: Duration,
+) -> Result<Vec<TopicState>> {
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg, Role::Admin)?.create()?;
+    let brokers = admin
+        .inner()
+        .fetch_metadata(None, timeout)
+        .map_err(|e| Error::Other(format!("cannot reach {}: {e}", cfg.bootstrap_servers)))?
+        .brokers()
+        .len();
+    let rf = brokers.clamp(1, 2) as i32;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| {
+            let mut t = NewTopic::new(name, *partitions as i32, TopicReplication::Fixed(rf));
+            if rf > 1 {
+                t = t.set("min.insync.replicas", "1");
+            }
+            t
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    let mut created = Vec::new();
+    for result in admin.create_topics(new.iter(), &opts).await? {
+        match result {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(Error::Other(format!("create topic {name}: {code}"))),
+        }
+    }
+    // Report what really exists (a pre-existing topic keeps its own layout). New topics take a
+    // moment to appear in metadata with a leader for every partition.
+    let deadline = std::time::Instant::now() + timeout;
+    let mut states = Vec::new();
+    for (name, _) in topics {
+        loop {
+            let md = admin.inner().fetch_metadata(Some(name), timeout)?;
+            let topic = md.topics().iter().find(|t| t.name() == name);
+            let ready = topic.filter(|t| {
+                !t.partitions().is_empty() && t.partitions().iter().all(|p| p.leader() >= 0)
+            });
+            if let Some(t) = ready {
+                states.push(TopicState {
+                    name: name.clone(),
+                    partitions: t.partitions().len(),
+                    replication_factor: t
+                        .partitions()
+                        .first()
+                        .map(|p| p.replicas().len())
+                        .unwrap_or(0),
+                    created: created.contains(name),
+                });
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Other(format!(
+                    "topic {name} has no leader after {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(states)
+}
+
+/// The brokers the cluster reports as live: `(id, host, port)`.
+pub fn cluster_brokers(cfg: &KafkaConfig, timeout: Duration) -> Result<Vec<(i32, String, i32)>> {
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg, Role::Admin)?.create()?;
+    let md = admin
+        .inner()
+        .fetch_metadata(None, timeout)
+        .map_err(|e| Error::Other(format!("cannot reach {}: {e}", cfg.bootstrap_servers)))?;
+    Ok(md
+        .brokers()
+        .iter()
+        .map(|b| (b.id(), b.host().to_string(), b.port()))
+        .collect())
+}

@@ -1,0 +1,158 @@
+//! The trade producer: idempotent, acks=all, keyed by symbol; it waits (never drops) when the
+//! local queue is full and counts every delivery report.
+
+use super::config::{client_config, Role};
+use super::Result;
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Counter names this producer maintains.
+pub const COUNTERS: &[&str] = &[
+    "trades_sent",
+    "acked",
+    "failed",
+    "dlq",
+    "dlq_acked",
+    "queue_full_waits",
+];
+
+const DLQ_FLAG: usize = 1 << (usize::BITS - 1);
+
+/// Receives delivery reports on librdkafka's thread.
+pub struct Tracker {
+    metrics: Arc<Metrics>,
+    epoch: Instant,
+}
+
+impl ClientContext for Tracker {}
+
+impl ProducerContext for Tracker {
+    /// Microseconds since `epoch` at which the trade's frame arrived; the top bit marks DLQ.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let is_dlq = opaque & DLQ_FLAG != 0;
+        match result {
+            Ok(_) if is_dlq => self.metrics.incr("dlq_acked"),
+            Ok(_) => {
+                self.metrics.incr("acked");
+                let now = self.epoch.elapsed().as_micros() as u64;
+                self.metrics
+                    .record_latency_us(now.saturating_sub((opaque & !DLQ_FLAG) as u64));
+            }
+            Err((err, msg)) => {
+                self.metrics.incr("failed");
+                let key = msg
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                log::error!(
+                    "delivery failed for {} record keyed {key:?} at {}: {err}",
+                    if is_dlq { "dead-letter" } else { "trade" },
+                    msg.topic()
+                );
+            }
+        }
+    }
+}
+
+/// Sends trade records and dead letters, tracking acknowledgements.
+pub struct TradeProducer {
+    inner: ThreadedProducer<Tracker>,
+    topic: String,
+    dlq_topic: String,
+    metrics: Arc<Metrics>,
+    epoch: Instant,
+}
+
+impl TradeProducer {
+    pub fn new(cfg: &KafkaConfig, metrics: Arc<Metrics>) -> Result<Self> {
+        let epoch = Instant::now();
+        let inner = client_config(cfg, Role::Producer)?.create_with_context(Tracker {
+            metrics: metrics.clone(),
+            epoch,
+        })?;
+        Ok(Self {
+            inner,
+            topic: cfg.topic.clone(),
+            dlq_topic: cfg.dlq_topic.clone(),
+            metrics,
+            epoch,
+        })
+    }
+
+    /// Overrides the destination topic (the quote poller publishes elsewhere).
+    pub fn with_topic(mut self, topic: &str) -> Self {
+        self.topic = topic.to_string();
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Queues one trade record keyed by its symbol. `received` is when its frame arrived.
+    pub async fn send_trade(&self, symbol: &str, payload: &[u8], received: Instant) {
+        let stamp = received.saturating_duration_since(self.epoch).as_micros() as usize & !DLQ_FLAG;
+        self.metrics.incr("trades_sent");
+        let record = BaseRecord::with_opaque_to(&self.topic, stamp)
+            .key(symbol)
+            .payload(payload);
+        self.enqueue(record).await;
+    }
+
+    /// Queues a dead letter: the raw input and why it was refused.
+    pub async fn send_dead_letter(&self, reason: &str, raw: &str, stage: &str) {
+        self.metrics.incr("dlq");
+        let mut payload = String::with_capacity(raw.len() + 96);
+        payload.push_str("{\"reason\":");
+        crate::record::push_json_string(&mut payload, reason);
+        payload.push_str(",\"stage\":");
+        crate::record::push_json_string(&mut payload, stage);
+        payload.push_str(&format!(
+            ",\"received_ts\":{},\"raw\":",
+            crate::record::now_ms()
+        ));
+        crate::record::push_json_string(&mut payload, raw);
+        payload.push('}');
+        let record = BaseRecord::with_opaque_to(&self.dlq_topic, DLQ_FLAG)
+            .key(reason)
+            .payload(payload.as_bytes());
+        self.enqueue(record).await;
+    }
+
+    async fn enqueue(&self, mut record: BaseRecord<'_, str, [u8], usize>) {
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // Back-pressure: wait for deliveries to drain the queue, never drop.
+                    self.metrics.incr("queue_full_waits");
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((err, back)) => {
+                    self.metrics.incr("failed");
+                    log::error!("cannot queue record for {}: {err}", back.topic);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Records queued or in flight, not yet acknowledged or failed.
+    pub fn in_flight(&self) -> i32 {
+        self.inner.in_flight_count()
+    }
+
+    /// Waits up to `timeout` for every queued record to be acknowledged.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.inner.flush(timeout)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! Counters every stage exposes: cheap atomics written on the hot path, read as a snapshot by
+//! the status line, the Python API and the final summary.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A named set of monotonically increasing counters plus one latency histogram.
+#[derive(Default)]
+pub struct Metrics {
+    counters: BTreeMap<&'static str, AtomicU64>,
+    latency: LatencyHistogram,
+}
+
+impl Metrics {
+    /// Creates a metrics set with the given counter names, all at zero.
+    pub fn new(names: &[&'static str]) -> Arc<Self> {
+        Arc::new(Self {
+            counters: names.iter().map(|n| (*n, AtomicU64::new(0))).collect(),
+            latency: LatencyHistogram::default(),
+        })
+    }
+
+    /// Adds `n` to counter `name`. Unknown names are a programming error caught in debug builds.
+    pub fn add(&self, name: &'static str, n: u64) {
+        match self.counters.get(name) {
+            Some(c) => {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+            None => debug_assert!(false, "unknown counter {name}"),
+        }
+    }
+
+    pub fn incr(&self, name: &'static str) {
+        self.add(name, 1);
+    }
+
+    /// Sets a gauge-like counter (for values such as lag that go down as well as up).
+    pub fn set(&self, name: &'static str, v: u64) {
+        if let Some(c) = self.counters.get(name) {
+            c.store(v, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        self.counters
+            .get(name)
+            .map(|c| c.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    pub fn record_latency_us(&self, us: u64) {
+        self.latency.record(us);
+    }
+
+    /// A point-in-time copy: every counter, plus latency percentiles in milliseconds.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut values: BTreeMap<String, f64> = self
+            .counters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed) as f64))
+            .collect();
+        if self.latency.count() > 0 {
+            values.insert(
+                "latency_p50_ms".into(),
+                self.latency.quantile(0.50) as f64 / 1e3,
+            );
+            values.insert(
+                "latency_p99_ms".into(),
+                self.latency.quantile(0.99) as f64 / 1e3,
+            );
+            values.insert(
+                "latency_max_ms".into(),
+                self.latency.quantile(1.0) as f64 / 1e3,
+            );
+        }
+        Snapshot { values }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Log-linear histogram of microsecond latencies: 16 sub-buckets per power of two, so any
+/// quantile is within about 6% of the true value, with no allocation on the hot path.
+pub struct LatencyHistogram {
+    buckets: Vec<AtomicU64>,
+}
+
+const SUB: usize = 16;
+const POWERS: usize = 40;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..SUB * POWERS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn index(v: u64) -> usize {
+        if v < SUB as u64 {
+            return v as usize;
+        }
+        let power = 63 - v.leading_zeros() as usize; // >= 4
+        let shift = power - 4;
+        let sub = ((v >> shift) as usize) & (SUB - 1);
+        ((power - 3) * SUB + sub).min(SUB * POWERS - 1)
+    }
+
+    fn lower_bound(i: usize) -> u64 {
+        if i < SUB {
+            return i as u64;
+        }
+        let power = i / SUB + 3;
+        let sub = (i % SUB) as u64;
+        (1u64 << power) + (sub << (power - 4))
+    }
+
+    pub fn record(&self, v: u64) {
+        self.buckets[Self::index(v)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The smallest recorded bucket bound at or above quantile `q`.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Self::lower_bound(i);
+            }
+        }
+        Self::lower_bound(self.buckets.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_close() {
+        let h = LatencyHistogram::default();
+        for v in 1..=10_000u64 {
+            h.record(v);
+        }
+        let p50 = h.quantile(0.5) as f64;
+        let p99 = h.quantile(0.99) as f64;
+        assert!((p50 - 5000.0).abs() / 5000.0 < 0.07, "p50 {p50}");
+        assert!((p99 - 9900.0).abs() / 9900.0 < 0.07, "p99 {p99}");
+    }
+
+    #[test]
+    fn counters_add_and_snapshot() {
+        let m = Metrics::new(&["a", "b"]);
+        m.add("a", 3);
+        m.incr("b");
+        let s = m.snapshot();
+        assert_eq!(s.values["a"], 3.0);
+        assert_eq!(s.values["b"], 1.0);
+    }
+}

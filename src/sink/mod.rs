@@ -1,0 +1,1 @@
+//! Kafka → object storage: partition → batch → encode → put → ack.

@@ -1,0 +1,1 @@
+//! Raw JSONL → Parquet, applying the shared rule set.

@@ -1,0 +1,144 @@
+"""Fixtures that start real services: Kafka (KRaft) and the S3 server, through `stockpipe dev up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m stockpipe ARGS` and returns the completed process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stockpipe", *args],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else os.environ.copy(),
+        timeout=timeout,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"stockpipe {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+class Stack:
+    """A running dev stack and the environment that points commands at it."""
+
+    def __init__(self, home: Path, brokers: int, kafka_port: int, s3_port: int) -> None:
+        self.home = home
+        self.brokers = brokers
+        self.env = dict(
+            os.environ,
+            STOCKPIPE_DEV_HOME=str(home),
+            STOCKPIPE_DEV_BROKERS=str(brokers),
+            STOCKPIPE_DEV_KAFKA_PORT=str(kafka_port),
+            STOCKPIPE_DEV_S3_PORT=str(s3_port),
+        )
+        self.state: dict[str, Any] = {}
+
+    def up(self) -> None:
+        cli("dev", "up", env=self.env)
+        self.state = json.loads((self.home / "stack.json").read_text())
+        self.env.update(
+            STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS=self.state["bootstrap_servers"],
+            STOCKPIPE_S3_ENDPOINT_URL=self.state["s3_endpoint_url"],
+            AWS_ACCESS_KEY_ID=self.state["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=self.state["aws_secret_access_key"],
+            AWS_REGION=self.state["aws_region"],
+        )
+
+    def down(self) -> None:
+        cli("dev", "down", env=self.env)
+
+    @property
+    def bootstrap(self) -> str:
+        return str(self.state["bootstrap_servers"])
+
+    def pids(self) -> list[int]:
+        return [int(p["pid"]) for p in self.state.get("processes", [])]
+
+    def s3(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.state["s3_endpoint_url"],
+            aws_access_key_id=self.state["aws_access_key_id"],
+            aws_secret_access_key=self.state["aws_secret_access_key"],
+            region_name=self.state["aws_region"],
+        )
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One broker and the S3 server, for the whole session."""
+    s = Stack(tmp_path_factory.mktemp("stack1"), 1, 29092, 29000)
+    s.up()
+    try:
+        yield s
+    finally:
+        s.down()
+        leftover = [p for p in s.pids() if pid_running(p)]
+        assert not leftover, f"dev down left processes running: {leftover}"
+
+
+def unique_topic(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def consume_all(
+    bootstrap: str, topic: str, expected: int | None = None, idle_s: float = 5.0, timeout_s: float = 120.0
+) -> list[Any]:
+    """Reads every message of `topic` from the beginning until `expected` arrived or it goes idle."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(10000, 0.5)
+            for m in batch:
+                if m.error() is None:
+                    messages.append(m)
+            if batch:
+                last = time.monotonic()
+            if expected is not None and len(messages) >= expected and time.monotonic() - last > 1.0:
+                break
+            if expected is None and messages and time.monotonic() - last > idle_s:
+                break
+            if expected is not None and len(messages) < expected and time.monotonic() - last > max(idle_s, 15):
+                break
+    finally:
+        consumer.close()
+    return messages

@@ -1,0 +1,98 @@
+"""The command-line contract: help everywhere, one-line errors, flags ↔ keys ↔ env."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stockpipe.cli import build_parser
+from stockpipe.config import env_name, fields_of, flag_for
+
+from .conftest import cli
+
+COMMANDS = [
+    [],
+    ["config"],
+    ["config", "show"],
+    ["dev"],
+    ["dev", "up"],
+    ["dev", "down"],
+    ["dev", "status"],
+    ["dev", "env"],
+    ["simulate"],
+    ["produce"],
+    ["demo"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_help_works(command: list[str]) -> None:
+    done = cli(*command, "--help")
+    assert "usage:" in done.stdout
+
+
+def test_stockpipe_entry_point_and_module_help() -> None:
+    exe = os.path.join(os.path.dirname(sys.executable), "stockpipe")
+    assert "usage: stockpipe" in subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    for module in ("stockpipe.producer",):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
+        assert "--bootstrap-servers" in done.stdout and "--symbols" in done.stdout
+
+
+USES = {
+    ("produce",): ["finnhub", "kafka", "producer"],
+    ("simulate",): ["simulate"],
+    ("dev", "up"): ["dev", "s3"],
+}
+
+
+@pytest.mark.parametrize("command", list(USES), ids=" ".join)
+def test_every_setting_of_a_command_is_a_flag(command: tuple[str, ...]) -> None:
+    parser = build_parser()
+    for word in command:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[word]
+    options = {o for a in parser._actions for o in a.option_strings}
+    for section in USES[command]:
+        for f in fields_of(section):
+            assert flag_for(f) in options, (command, section, f.name)
+            assert env_name(section, f.name) in parser.format_help().replace("\n", "")
+
+
+def test_producer_flags_named_by_the_contract() -> None:
+    out = cli("produce", "--help").stdout
+    for flag in (
+        "--symbols",
+        "--ws-url",
+        "--rest-url",
+        "--bootstrap-servers",
+        "--topic",
+        "--duration",
+        "--max-messages",
+        "--config",
+    ):
+        assert flag in out, flag
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["produce", "--bootstrap-servers", "nonsense"], "bootstrap_servers"),
+        (["produce", "--no-such-flag"], "unrecognized arguments"),
+        (["produce", "--ws-url", "wss://ws.finnhub.io"], "no Finnhub API key"),
+        (["dev", "env"], "not running"),
+    ],
+)
+def test_user_mistakes_end_in_one_line(args: list[str], needle: str, tmp_path: object) -> None:
+    env = dict(os.environ, STOCKPIPE_DEV_HOME=str(tmp_path))
+    env.pop("FINNHUB_API_KEY", None)
+    done = cli(*args, env=env, check=False)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("usage:")]
+    assert len(lines) == 1, done.stderr
+    assert needle in lines[0]

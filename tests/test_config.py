@@ -1,0 +1,100 @@
+"""Configuration: precedence, validation messages, redaction."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from stockpipe.config import load_config
+from stockpipe.exceptions import ConfigError
+
+from .conftest import cli
+
+CANARY = "CANARY-KEY-7f3e9b"
+
+
+def write_ini(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_defaults_then_file_then_env_then_flags(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path / "config.ini", "[kafka]\ntopic = from-file\nlinger_ms = 7\n[sink]\nbatch_size = 50\n")
+    cfg = load_config(ini, env={})
+    assert (cfg.kafka.topic, cfg.kafka.linger_ms, cfg.sink.batch_size) == ("from-file", 7, 50)
+    assert cfg.kafka.compression == "lz4"
+    assert cfg.sources[("kafka", "topic")] == str(ini)
+    cfg = load_config(ini, env={"STOCKPIPE_KAFKA_TOPIC": "from-env"})
+    assert cfg.kafka.topic == "from-env" and cfg.kafka.linger_ms == 7
+    assert cfg.sources[("kafka", "topic")] == "env STOCKPIPE_KAFKA_TOPIC"
+    cfg = load_config(ini, env={"STOCKPIPE_KAFKA_TOPIC": "from-env"}, flags={("kafka", "topic"): "from-flag"})
+    assert cfg.kafka.topic == "from-flag"
+    assert cfg.sources[("kafka", "topic")] == "flag --topic"
+
+
+def test_seed_layout_loads_and_finnhub_env_alias(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path / "config.ini", f"[finnhub]\napi_key = {CANARY}\n")
+    assert load_config(ini, env={}).finnhub.api_key == CANARY
+    assert load_config(ini, env={"FINNHUB_API_KEY": "other"}).finnhub.api_key == "other"
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        (
+            {"STOCKPIPE_SINK_BATCH_SIZE": "-5"},
+            "[sink] batch_size = -5 (from env STOCKPIPE_SINK_BATCH_SIZE): must be greater than zero",
+        ),
+        ({"STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS": "localhost"}, "[kafka] bootstrap_servers"),
+        ({"STOCKPIPE_KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.pem"}, "ssl_ca_location"),
+        ({"STOCKPIPE_KAFKA_NOPE": "1"}, "unknown key [kafka] nope (from env STOCKPIPE_KAFKA_NOPE)"),
+        ({"STOCKPIPE_SINK_BATCH_SECONDS": "soon"}, "[sink] batch_seconds = 'soon'"),
+    ],
+)
+def test_bad_values_name_key_and_source(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env=env, use_default_file=False)
+    assert needle in str(info.value)
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path / "c.ini", "[sink]\nbatchsize = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key \[sink\] batchsize \(from .*c.ini\)"):
+        load_config(ini, env={})
+
+
+def test_librdkafka_passthrough_parses_pairs() -> None:
+    cfg = load_config(
+        env={"STOCKPIPE_KAFKA_LIBRDKAFKA": "socket.timeout.ms=1000, fetch.wait.max.ms=10"}, use_default_file=False
+    )
+    assert cfg.kafka.librdkafka == {"socket.timeout.ms": "1000", "fetch.wait.max.ms": "10"}
+
+
+def test_secret_file_readable_by_others_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ini = tmp_path / "config.ini"
+    ini.write_text(f"[finnhub]\napi_key = {CANARY}\n")
+    ini.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        load_config(ini, env={})
+    assert "readable by other users" in caplog.text
+    assert CANARY not in caplog.text
+
+
+def test_config_show_redacts_the_canary_everywhere(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path / "config.ini", f"[finnhub]\napi_key = {CANARY}\n[kafka]\nsasl_password = {CANARY}2\n")
+    env = dict(os.environ, STOCKPIPE_CONFIG=str(ini), AWS_SECRET_ACCESS_KEY=CANARY + "3")
+    for args in (["config", "show"], ["config", "show", "--json"], ["config", "show", "-vv"]):
+        done = cli(*args, env=env)
+        assert CANARY not in done.stdout + done.stderr
+        assert "***" in done.stdout
+    assert "api_key = ***" in cli("config", "show", env=env).stdout
+
+
+def test_repr_of_config_is_redacted() -> None:
+    cfg = load_config(env={"FINNHUB_API_KEY": CANARY}, use_default_file=False)
+    assert CANARY not in repr(cfg)
+    assert CANARY in cfg.secrets()

@@ -1,0 +1,198 @@
+"""Finnhub WebSocket → Kafka against the simulator and a real broker, checked trade by trade."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from stockpipe import Producer, load_config
+from stockpipe.exceptions import AuthenticationError, ConfigError
+
+from .conftest import Stack, consume_all, unique_topic
+from .ingest_helpers import SYMBOLS20, Simulator, by_symbol_from_kafka, by_symbol_from_ledger, producer_cmd, read_ledger
+
+pytestmark = [pytest.mark.kafka]
+CANARY = "CANARY-TOKEN-4b1d2c"
+
+
+@pytest.mark.slow
+def test_every_ledger_trade_arrives_exactly_once_in_order(stack: Stack, tmp_path: Path) -> None:
+    """20 symbols, 20k trades/s, 60 s, three kinds of forced disconnect, duplicates and out-of-order times."""
+    ledger = tmp_path / "ledger.jsonl"
+    topic = unique_topic("ingest")
+    sim = Simulator(
+        "--symbols", ",".join(SYMBOLS20), "--rate", "20000", "--duration", "60", "--ledger", str(ledger),
+        "--token", CANARY, "--trades-per-frame", "40", "--disconnect-every-s", "14",
+        "--disconnect-kinds", "clean,noclose,reset", "--duplicate-rate", "0.02", "--out-of-order-rate", "0.05",
+        "--ping-interval-s", "5",
+    )  # fmt: skip
+    env = dict(stack.env, FINNHUB_API_KEY=CANARY)
+    done = subprocess.run(
+        producer_cmd(
+            "--ws-url",
+            sim.url,
+            "--symbols",
+            ",".join(SYMBOLS20),
+            "--topic",
+            topic,
+            "--duration",
+            "64",
+            "--backoff-initial-s",
+            "0.2",
+            "-v",
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    sim_err = sim.wait()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert CANARY not in done.stdout + done.stderr + sim_err
+
+    sent = read_ledger(ledger)
+    assert len(sent) > 60 * 20000 * 0.8, len(sent)
+    messages = consume_all(stack.bootstrap, topic, expected=len(sent))
+    assert len(messages) == len(sent)
+    assert by_symbol_from_kafka(messages) == by_symbol_from_ledger(sent)
+
+    summary = done.stderr.strip().splitlines()[-1]
+    reconnects = int(re.search(r"reconnects (\d+)", summary).group(1))  # type: ignore[union-attr]
+    assert reconnects >= 3, summary
+    assert int(re.search(r"acked (\d+)", summary).group(1)) == len(sent)  # type: ignore[union-attr]
+    assert int(re.search(r"duplicates dropped (\d+)", summary).group(1)) > 0  # type: ignore[union-attr]
+
+
+def test_silent_connection_is_detected_by_the_watchdog(stack: Stack, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    topic = unique_topic("silent")
+    sim = Simulator(
+        "--symbols", "AAPL,MSFT", "--rate", "2000", "--duration", "8", "--ledger", str(ledger),
+        "--disconnect-every-s", "2", "--disconnect-kinds", "silent", "--ping-interval-s", "0.3",
+    )  # fmt: skip
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.finnhub.ws_url, cfg.finnhub.api_key, cfg.finnhub.symbols = sim.url, "k", ["AAPL", "MSFT"]
+    cfg.finnhub.silence_timeout_s, cfg.finnhub.backoff_initial_s = 1.0, 0.1
+    cfg.kafka.topic = topic
+    stats = Producer(cfg).run(duration=10)
+    sim.wait()
+    sent = read_ledger(ledger)
+    assert stats.reconnects >= 2
+    messages = consume_all(stack.bootstrap, topic, expected=len(sent))
+    assert by_symbol_from_kafka(messages) == by_symbol_from_ledger(sent)
+
+
+def test_malformed_frames_go_to_the_dead_letter_topic(stack: Stack, tmp_path: Path) -> None:
+    topic = unique_topic("dlq")
+    sim = Simulator("--symbols", "AAPL", "--rate", "500", "--duration", "3", "--malformed-rate", "0.5")
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.finnhub.ws_url, cfg.finnhub.api_key, cfg.finnhub.symbols = sim.url, "k", ["AAPL"]
+    cfg.kafka.topic, cfg.kafka.dlq_topic = topic, topic + "-dlq"
+    stats = Producer(cfg).run(duration=4)
+    sim.wait()
+    assert stats.rejected > 0 and stats.dead_letters == stats.rejected
+    letters = consume_all(stack.bootstrap, topic + "-dlq", expected=stats.dead_letters)
+    assert len(letters) == stats.dead_letters
+    reasons = {json.loads(m.value())["reason"] for m in letters}
+    assert reasons <= {
+        "not_json",
+        "not_object",
+        "missing_symbol",
+        "missing_price",
+        "bad_price",
+        "unknown_type",
+        "trade_without_data",
+    }
+    assert all(json.loads(m.value())["raw"] for m in letters)
+
+
+def test_51_symbols_on_a_50_symbol_plan_fails_before_connecting(stack: Stack) -> None:
+    symbols = ",".join(f"S{i}" for i in range(51))
+    started = time.monotonic()
+    done = subprocess.run(
+        producer_cmd("--ws-url", "ws://127.0.0.1:9", "--api-key", "k", "--symbols", symbols),
+        env=stack.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "51 symbols configured but the plan allows 50" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 20
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.finnhub.symbols = symbols.split(",")
+    with pytest.raises(ConfigError):
+        Producer(cfg).run(duration=1)
+
+
+def test_bad_token_is_a_clear_error_without_retry_loop(stack: Stack) -> None:
+    sim = Simulator("--symbols", "AAPL", "--token", "the-right-one", "--duration", "30")
+    started = time.monotonic()
+    done = subprocess.run(
+        producer_cmd("--ws-url", sim.url, "--api-key", CANARY, "--symbols", "AAPL", "-vv"),
+        env=stack.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    sim.stop()
+    assert done.returncode == 1
+    assert "refused the API key (HTTP 401" in done.stderr
+    assert elapsed < 20
+    assert CANARY not in done.stdout + done.stderr
+
+
+def test_bad_token_raises_authentication_error(stack: Stack) -> None:
+    sim = Simulator("--symbols", "AAPL", "--token", "right", "--duration", "20")
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.finnhub.ws_url, cfg.finnhub.api_key, cfg.finnhub.symbols = sim.url, CANARY, ["AAPL"]
+    with pytest.raises(AuthenticationError) as info:
+        Producer(cfg).run(duration=10)
+    assert CANARY not in str(info.value)
+    sim.stop()
+
+
+def test_429_at_the_upgrade_backs_off_then_streams(stack: Stack, tmp_path: Path) -> None:
+    ledger = tmp_path / "l.jsonl"
+    sim = Simulator(
+        "--symbols", "AAPL", "--rate", "1000", "--duration", "5", "--reject-upgrades", "1", "--ledger", str(ledger)
+    )
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.finnhub.ws_url, cfg.finnhub.api_key, cfg.finnhub.symbols = sim.url, "k", ["AAPL"]
+    cfg.finnhub.rate_limited_backoff_s, cfg.finnhub.backoff_initial_s = 1.5, 0.05
+    cfg.kafka.topic = unique_topic("r429")
+    started = time.monotonic()
+    from stockpipe import _native
+
+    raw = _native.run_producer(cfg.section_json("finnhub"), json.dumps(cfg.kafka.__dict__), duration_s=6)
+    sim.wait()
+    assert raw["rate_limited"] == 1
+    assert raw["acked"] == len(read_ledger(ledger)) > 0
+    assert time.monotonic() - started >= 1.5 * 0.5  # the floor after 429 (with jitter) was honoured
+
+
+@pytest.mark.slow
+def test_sigterm_at_100k_per_second_exits_fast_and_keeps_acked(stack: Stack) -> None:
+    topic = unique_topic("term")
+    sim = Simulator(
+        "--symbols", "AAPL,MSFT,NVDA,AMD", "--rate", "100000", "--trades-per-frame", "100", "--duration", "60"
+    )
+    proc = subprocess.Popen(
+        producer_cmd("--ws-url", sim.url, "--api-key", "k", "--symbols", "AAPL,MSFT,NVDA,AMD", "--topic", topic),
+        env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(8)
+    proc.send_signal(signal.SIGTERM)
+    sent_at = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    exited_in = time.monotonic() - sent_at
+    sim.stop()
+    assert exited_in < 5.0, err
+    summary = err.strip().splitlines()[-1]
+    acked = int(re.search(r"acked (\d+)", summary).group(1))  # type: ignore[union-attr]
+    trades = int(re.search(r"trades (\d+)", summary).group(1))  # type: ignore[union-attr]
+    assert acked > 100_000, summary
+    messages = consume_all(stack.bootstrap, topic, expected=acked)
+    assert acked <= len(messages) <= trades

@@ -38,6 +38,10 @@ def __getattr__(name: str) -> object:
         from stockpipe import producer
 
         return getattr(producer, name)
+    if name in ("Sink", "SinkStats"):
+        from stockpipe import consumer
+
+        return getattr(consumer, name)
     raise AttributeError(f"module 'stockpipe' has no attribute {name!r}")
 
 
@@ -49,7 +53,9 @@ __all__ = [
     "KafkaError",
     "Producer",
     "ProducerStats",
+    "Sink",
     "SinkError",
+    "SinkStats",
     "StockpipeError",
     "TransformError",
     "WarehouseError",

@@ -5,13 +5,14 @@ from typing import Any
 
 __all__ = [
     "__version__",
+    "cluster_brokers",
+    "ensure_topics",
+    "parse_frame",
     "run_producer",
     "run_simulator",
-    "ensure_topics",
-    "cluster_brokers",
-    "validate_finnhub",
-    "parse_frame",
+    "run_sink",
     "runtime_pid",
+    "validate_finnhub",
 ]
 
 __version__: str
@@ -37,4 +38,13 @@ def ensure_topics(kafka_json: str, topics: list[tuple[str, int]], timeout_s: flo
 def cluster_brokers(kafka_json: str, timeout_s: float = 10.0) -> list[tuple[int, str, int]]: ...
 def validate_finnhub(finnhub_json: str) -> None: ...
 def parse_frame(text: str) -> tuple[str, list[str], list[str]]: ...
+def run_sink(
+    kafka_json: str,
+    sink_json: str,
+    s3_json: str,
+    *,
+    duration_s: float | None = None,
+    status: Callable[[Mapping[str, float]], None] | None = None,
+    status_every_s: float = 1.0,
+) -> dict[str, Any]: ...
 def runtime_pid() -> int: ...

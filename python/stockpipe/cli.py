@@ -99,6 +99,10 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     _add_sections(p, ["finnhub", "kafka", "producer"])
     p.set_defaults(handler=cmd_produce)
 
+    p = sub.add_parser("sink", help="Kafka → S3 / files as JSONL batches (same as python -m stockpipe.consumer)")
+    _add_sections(p, ["kafka", "sink", "s3"])
+    p.set_defaults(handler=cmd_sink)
+
     p = sub.add_parser("demo", help="run the pipeline end to end on the embedded defaults")
     _add_sections(p, ["dev", "simulate", "kafka"])
     p.add_argument("--seconds", type=float, default=60.0, help="how long to stream trades (default 60)")
@@ -230,6 +234,18 @@ def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
         status.close()
     print(f"producer: {stats.summary()}", file=sys.stderr)
     return 0 if stats.failed == 0 and stats.unacked == 0 else 1
+
+
+def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.consumer import Sink, format_status
+
+    status = StatusLineFor(cfg.sink.status_interval, format_status)
+    try:
+        stats = Sink(cfg).run(status=status.callback)
+    finally:
+        status.close()
+    print(f"sink: {stats.summary()}", file=sys.stderr)
+    return 0
 
 
 def _explain_missing_key(cfg: Config) -> None:

@@ -3,6 +3,7 @@
 
 mod errors;
 mod runtime;
+mod sink;
 mod source;
 
 use pyo3::prelude::*;
@@ -18,6 +19,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(source::cluster_brokers, m)?)?;
     m.add_function(wrap_pyfunction!(source::validate_finnhub, m)?)?;
     m.add_function(wrap_pyfunction!(source::parse_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(sink::run_sink, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::runtime_pid, m)?)?;
     Ok(())
 }

@@ -1,1 +1,49 @@
-//! Kafka → object storage: partition → batch → encode → put → ack.
+//! Kafka → object storage: partition → batch → encode → claim → put → commit.
+//!
+//! Each step is a small piece: [`encode`] turns a record into a JSONL line and finds its day,
+//! [`partition`] batches per Kafka partition, [`claims`] makes a batch's extent durable before
+//! its objects are written, [`run_sink`] composes them around one consumer.
+
+pub mod claims;
+pub mod encode;
+pub mod partition;
+mod consumer;
+
+pub use consumer::run_sink;
+
+/// Counter names the sink maintains.
+pub const COUNTERS: &[&str] = &[
+    "records_in",
+    "records_written",
+    "redelivered",
+    "objects",
+    "bytes",
+    "batches",
+    "claims_adopted",
+    "dlq",
+    "s3_errors",
+    "kafka_errors",
+    "commits",
+    "partitions",
+    "lag",
+    "oldest_buffered_ms",
+    "buffered",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::Error),
+    #[error("sink: {0}")]
+    Other(String),
+}
+
+impl From<rdkafka::error::KafkaError> for Error {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka(e.into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

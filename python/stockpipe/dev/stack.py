@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -169,6 +170,16 @@ def _start_kafka(cfg: Config, layout: Layout, say: Say, processes: list[dict[str
     classpath = tools.kafka_classpath(Path(dev.cache_dir), dev.kafka_version, say)
     java = tools.require("java", "run the Kafka broker", "install OpenJDK 17")
     (layout.home / "log4j.properties").write_text(LOG4J)
+    shape = layout.home / "kafka-shape"
+    wanted = f"{dev.kafka_version} brokers={dev.brokers} port={dev.kafka_port}"
+    previous = shape.read_text() if shape.exists() else ("unknown" if any(layout.home.glob("kafka-[0-9]*")) else wanted)
+    if previous != wanted:
+        # The quorum of a cluster of another shape cannot be reused: start from empty storage.
+        say(f"the Kafka cluster changed shape ({previous} → {wanted}); formatting new storage")
+        for old in layout.home.glob("kafka-[0-9]*"):
+            shutil.rmtree(old, ignore_errors=True)
+        (layout.home / "cluster-id").unlink(missing_ok=True)
+    shape.write_text(wanted)
     cluster_file = layout.home / "cluster-id"
     if not cluster_file.exists():
         raw = uuid.uuid4().bytes
@@ -444,3 +455,28 @@ def _shell_quote(value: str) -> str:
     import shlex
 
     return shlex.quote(value)
+
+
+def stop_service(cfg: Config, name: str) -> None:
+    """Stops one service of the running stack (fault tests: the S3 server going away)."""
+    state = read_state(cfg.dev)
+    if state is None:
+        raise DevStackError("the dev stack is not running")
+    for proc in state["processes"]:
+        if proc["name"] == name:
+            stop_process(proc, grace=5)
+            return
+    raise DevStackError(f"no service {name!r} in the stack")
+
+
+def start_service(cfg: Config, name: str) -> None:
+    """Starts a stopped service again with its recorded settings (only the S3 server)."""
+    state = read_state(cfg.dev)
+    if state is None or name != "s3":
+        raise DevStackError(f"cannot restart {name!r}")
+    layout = _layout(cfg.dev)
+    secret, kms_key = _credentials(layout)
+    kept = [p for p in state["processes"] if p["name"] != "s3"]
+    _start_s3(cfg, layout, print, secret, kms_key, kept)
+    state["processes"] = kept
+    _write_state(layout, state)

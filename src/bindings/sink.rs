@@ -1,0 +1,70 @@
+//! Bindings for the Kafka → object storage sink.
+
+use super::errors::{config_error, py_error};
+use super::runtime::{rt, snapshot_dict, wait_for, Progress};
+use crate::config::{KafkaConfig, S3Config, SinkConfig};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::time::Duration;
+
+fn parse<T: serde::de::DeserializeOwned>(section: &str, json: &str) -> PyResult<T> {
+    serde_json::from_str(json).map_err(|e| config_error(format!("[{section}] {e}")))
+}
+
+impl From<crate::sink::Error> for PyErr {
+    fn from(e: crate::sink::Error) -> Self {
+        match e {
+            crate::sink::Error::Kafka(k) => k.into(),
+            crate::sink::Error::Store(crate::store::Error::BadUri(u)) => {
+                config_error(format!("[sink] output = {u:?}: expected s3://bucket/prefix or file:///path"))
+            }
+            other => py_error("SinkError", other.to_string()),
+        }
+    }
+}
+
+/// Runs Kafka → JSONL objects until stopped; returns the counters.
+#[pyfunction]
+#[pyo3(signature = (kafka_json, sink_json, s3_json, *, duration_s=None, status=None, status_every_s=1.0))]
+pub fn run_sink<'py>(
+    py: Python<'py>,
+    kafka_json: &str,
+    sink_json: &str,
+    s3_json: &str,
+    duration_s: Option<f64>,
+    status: Option<Bound<'py, PyAny>>,
+    status_every_s: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
+    let scfg: SinkConfig = parse("sink", sink_json)?;
+    let s3cfg: S3Config = parse("s3", s3_json)?;
+    let metrics = Metrics::new(crate::sink::COUNTERS);
+    let shutdown = Shutdown::new();
+    if let Some(s) = duration_s {
+        let stop = shutdown.clone();
+        rt().spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await;
+            stop.trigger();
+        });
+    }
+    let fut = {
+        let (metrics, shutdown, handle) = (metrics.clone(), shutdown.clone(), rt().handle().clone());
+        async move {
+            tokio::task::spawn_blocking(move || crate::sink::run_sink(&kcfg, &scfg, &s3cfg, metrics, shutdown, handle))
+                .await
+                .map_err(|e| crate::sink::Error::Other(format!("sink thread failed: {e}")))?
+        }
+    };
+    let progress = Progress {
+        callback: status,
+        every: Duration::from_secs_f64(status_every_s),
+        metrics: vec![metrics.clone()],
+    };
+    let (result, interrupted) = wait_for(py, fut, &shutdown, &progress)?;
+    result?;
+    let stats = snapshot_dict(py, &[metrics])?;
+    stats.set_item("interrupted", interrupted)?;
+    Ok(stats)
+}

@@ -1,0 +1,241 @@
+//! Per-partition batching: records accumulate until the batch closes on count, bytes, age, or
+//! the extent of a claim being honoured.
+
+use super::claims::Claim;
+use super::encode::Line;
+use std::time::{Duration, Instant};
+
+/// Why a batch closed (reported in debug logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    Count,
+    Bytes,
+    Age,
+    Claim,
+    Drain,
+}
+
+/// A closed batch: every offset in `start..=end` was consumed; `lines` are those that encode.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub start: i64,
+    pub end: i64,
+    pub lines: Vec<Line>,
+    pub adopted: Option<Claim>,
+    pub opened_at: Instant,
+}
+
+#[derive(Debug)]
+pub struct PartitionState {
+    pub partition: i32,
+    /// The next offset this sink expects; lower ones are duplicates of what it already has.
+    pub next_offset: Option<i64>,
+    start: Option<i64>,
+    end: i64,
+    records: usize,
+    lines: Vec<Line>,
+    bytes: usize,
+    opened_at: Option<Instant>,
+    /// A claim found for our resume offset: the batch must end exactly where it ends.
+    pub adopt: Option<Claim>,
+    pub pending: Option<Batch>,
+    pub retry_at: Instant,
+    pub backoff: Duration,
+    pub paused: bool,
+}
+
+impl PartitionState {
+    pub fn new(partition: i32, next_offset: Option<i64>, adopt: Option<Claim>) -> Self {
+        Self {
+            partition,
+            next_offset,
+            start: None,
+            end: -1,
+            records: 0,
+            lines: Vec::new(),
+            bytes: 0,
+            opened_at: None,
+            adopt,
+            pending: None,
+            retry_at: Instant::now(),
+            backoff: Duration::ZERO,
+            paused: false,
+        }
+    }
+
+    /// Accepts the record at `offset` (already encoded, or `None` when it went to the DLQ).
+    /// Returns false for an offset this partition already has (a re-delivery).
+    pub fn push(&mut self, offset: i64, line: Option<Line>) -> bool {
+        if self.next_offset.is_some_and(|n| offset < n) {
+            return false;
+        }
+        self.next_offset = Some(offset + 1);
+        if self.start.is_none() {
+            self.start = Some(offset);
+            self.opened_at = Some(Instant::now());
+        }
+        self.end = offset;
+        self.records += 1;
+        if let Some(line) = line {
+            self.bytes += line.text.len() + 1;
+            self.lines.push(line);
+        }
+        true
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.records + self.pending.as_ref().map_or(0, |b| b.lines.len())
+    }
+
+    /// Age of the oldest record held (buffered or waiting to be written).
+    pub fn oldest_age(&self, now: Instant) -> Option<Duration> {
+        let pending = self.pending.as_ref().map(|b| b.opened_at);
+        pending.or(self.opened_at).map(|t| now.duration_since(t))
+    }
+
+    /// Whether the open batch should close now, and why.
+    pub fn should_close(&self, size: usize, bytes: usize, age: Duration, draining: bool, now: Instant) -> Option<Close> {
+        let start = self.start?;
+        if let Some(claim) = &self.adopt {
+            // An adopted claim closes only at its own end, never earlier.
+            return (start <= claim.start && self.end >= claim.end).then_some(Close::Claim);
+        }
+        if self.records >= size {
+            Some(Close::Count)
+        } else if self.bytes >= bytes {
+            Some(Close::Bytes)
+        } else if self.opened_at.is_some_and(|t| now.duration_since(t) >= age) {
+            Some(Close::Age)
+        } else if draining {
+            Some(Close::Drain)
+        } else {
+            None
+        }
+    }
+
+    /// Closes the open batch. With an adopted claim, records past its end stay buffered and
+    /// start the next batch.
+    pub fn take(&mut self) -> Option<Batch> {
+        let start = self.start?;
+        let opened_at = self.opened_at.unwrap_or_else(Instant::now);
+        let adopted = self.adopt.take();
+        let cut = adopted.as_ref().map_or(self.end, |c| c.end);
+        let (lines, rest): (Vec<Line>, Vec<Line>) =
+            std::mem::take(&mut self.lines).into_iter().partition(|l| l.offset <= cut);
+        let batch = Batch {
+            start: adopted.as_ref().map_or(start, |c| c.start),
+            end: cut,
+            lines,
+            adopted,
+            opened_at,
+        };
+        let old_end = self.end;
+        self.start = None;
+        self.end = -1;
+        self.records = 0;
+        self.bytes = 0;
+        self.opened_at = None;
+        if old_end > cut {
+            self.start = Some(cut + 1);
+            self.end = old_end;
+            self.records = (old_end - cut) as usize;
+            self.bytes = rest.iter().map(|l| l.text.len() + 1).sum();
+            self.lines = rest;
+            self.opened_at = Some(Instant::now());
+        }
+        Some(batch)
+    }
+
+    /// Puts a batch back in front of the open one: a claim found at write time is longer than
+    /// the batch, so more records are needed before it can be written.
+    pub fn unread(&mut self, batch: Batch, claim: Claim) {
+        let mut lines = batch.lines;
+        let later = std::mem::take(&mut self.lines);
+        let (end, records) = (self.end.max(batch.end), (self.end.max(batch.end) - batch.start + 1) as usize);
+        self.start = Some(batch.start);
+        self.end = end;
+        self.records = records;
+        lines.extend(later);
+        self.bytes = lines.iter().map(|l| l.text.len() + 1).sum();
+        self.lines = lines;
+        self.opened_at = Some(batch.opened_at);
+        self.adopt = Some(claim);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::encode::{encode, Line};
+
+    fn line(offset: i64) -> Option<Line> {
+        encode(Some(br#"{"trade_ts":1700000000000}"#), 0, offset, None).ok()
+    }
+
+    fn claim(start: i64, end: i64) -> Claim {
+        Claim {
+            topic: "t".into(),
+            partition: 0,
+            start,
+            end,
+            objects: vec![],
+            records: (end - start + 1) as usize,
+        }
+    }
+
+    #[test]
+    fn closes_on_count_and_ignores_redelivery() {
+        let mut p = PartitionState::new(0, Some(10), None);
+        assert!(!p.push(9, line(9)));
+        for o in 10..13 {
+            assert!(p.push(o, line(o)));
+        }
+        let now = Instant::now();
+        assert_eq!(p.should_close(3, 1 << 20, Duration::from_secs(10), false, now), Some(Close::Count));
+        let b = p.take().unwrap();
+        assert_eq!((b.start, b.end, b.lines.len()), (10, 12, 3));
+        assert!(p.should_close(3, 1 << 20, Duration::from_secs(10), true, now).is_none());
+    }
+
+    #[test]
+    fn closes_on_age_even_with_few_records() {
+        let mut p = PartitionState::new(0, None, None);
+        p.push(0, line(0));
+        let later = Instant::now() + Duration::from_secs(11);
+        assert_eq!(p.should_close(100, 1 << 20, Duration::from_secs(10), false, later), Some(Close::Age));
+    }
+
+    #[test]
+    fn an_adopted_claim_fixes_the_extent() {
+        let mut p = PartitionState::new(0, Some(5), Some(claim(5, 9)));
+        for o in 5..9 {
+            p.push(o, line(o));
+        }
+        let far = Instant::now() + Duration::from_secs(100);
+        assert_eq!(p.should_close(2, 1, Duration::ZERO, true, far), None, "claim not complete yet");
+        p.push(9, line(9));
+        p.push(10, line(10));
+        assert_eq!(p.should_close(100, 1 << 20, Duration::from_secs(10), false, Instant::now()), Some(Close::Claim));
+        let b = p.take().unwrap();
+        assert_eq!((b.start, b.end, b.lines.len()), (5, 9, 5));
+        assert!(b.adopted.is_some());
+        let rest = p.take().unwrap();
+        assert_eq!((rest.start, rest.end, rest.lines.len()), (10, 10, 1));
+    }
+
+    #[test]
+    fn unread_merges_back_for_a_longer_claim() {
+        let mut p = PartitionState::new(0, Some(0), None);
+        for o in 0..3 {
+            p.push(o, line(o));
+        }
+        let b = p.take().unwrap();
+        p.push(3, line(3));
+        p.unread(b, claim(0, 5));
+        p.push(4, line(4));
+        assert_eq!(p.should_close(1, 1, Duration::ZERO, true, Instant::now()), None);
+        p.push(5, line(5));
+        let b = p.take().unwrap();
+        assert_eq!((b.start, b.end, b.lines.len()), (0, 5, 6));
+    }
+}

@@ -173,13 +173,15 @@ impl Store {
                 let path = Self::path(root, key);
                 let root = root.clone();
                 let key = key.to_string();
-                tokio::task::spawn_blocking(move || write_file(&root, &path, &key, &body, create_new))
-                    .await
-                    .map_err(|e| Error::Io {
-                        op: "write",
-                        path: "(task)".into(),
-                        source: std::io::Error::other(e.to_string()),
-                    })?
+                tokio::task::spawn_blocking(move || {
+                    write_file(&root, &path, &key, &body, create_new)
+                })
+                .await
+                .map_err(|e| Error::Io {
+                    op: "write",
+                    path: "(task)".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?
             }
         }
     }
@@ -444,7 +446,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("stockpipe-store-{}", rand::random::<u64>()));
         let uri = format!("file://{}", dir.display());
         let store = Store::open(&uri, &s3cfg(), Encryption::None).await.unwrap();
-        assert_eq!(store.put("a/b/x.json", b"1".to_vec(), true).await.unwrap(), Put::Created);
+        assert_eq!(
+            store.put("a/b/x.json", b"1".to_vec(), true).await.unwrap(),
+            Put::Created
+        );
         assert_eq!(
             store.put("a/b/x.json", b"2".to_vec(), true).await.unwrap(),
             Put::AlreadyExists
@@ -453,7 +458,13 @@ mod tests {
         store.put("a/b/x.json", b"3".to_vec(), false).await.unwrap();
         assert_eq!(store.get("a/b/x.json").await.unwrap(), Some(b"3".to_vec()));
         store.put("a/c/y.json", b"4".to_vec(), false).await.unwrap();
-        let keys: Vec<String> = store.list("a/", None).await.unwrap().into_iter().map(|m| m.key).collect();
+        let keys: Vec<String> = store
+            .list("a/", None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys, vec!["a/b/x.json", "a/c/y.json"]);
         let after: Vec<String> = store
             .list("a/", Some("a/b/x.json"))

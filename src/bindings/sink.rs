@@ -17,9 +17,9 @@ impl From<crate::sink::Error> for PyErr {
     fn from(e: crate::sink::Error) -> Self {
         match e {
             crate::sink::Error::Kafka(k) => k.into(),
-            crate::sink::Error::Store(crate::store::Error::BadUri(u)) => {
-                config_error(format!("[sink] output = {u:?}: expected s3://bucket/prefix or file:///path"))
-            }
+            crate::sink::Error::Store(crate::store::Error::BadUri(u)) => config_error(format!(
+                "[sink] output = {u:?}: expected s3://bucket/prefix or file:///path"
+            )),
             other => py_error("SinkError", other.to_string()),
         }
     }
@@ -50,11 +50,14 @@ pub fn run_sink<'py>(
         });
     }
     let fut = {
-        let (metrics, shutdown, handle) = (metrics.clone(), shutdown.clone(), rt().handle().clone());
+        let (metrics, shutdown, handle) =
+            (metrics.clone(), shutdown.clone(), rt().handle().clone());
         async move {
-            tokio::task::spawn_blocking(move || crate::sink::run_sink(&kcfg, &scfg, &s3cfg, metrics, shutdown, handle))
-                .await
-                .map_err(|e| crate::sink::Error::Other(format!("sink thread failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                crate::sink::run_sink(&kcfg, &scfg, &s3cfg, metrics, shutdown, handle)
+            })
+            .await
+            .map_err(|e| crate::sink::Error::Other(format!("sink thread failed: {e}")))?
         }
     };
     let progress = Progress {

@@ -35,7 +35,13 @@ pub fn claim_key(topic: &str, partition: i32, start: i64) -> String {
 pub fn sanitize(topic: &str) -> String {
     topic
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -78,7 +84,12 @@ pub struct Resume {
 /// Claims are written strictly in order per partition, and a claim is only made after the
 /// previous batch's objects are durable, so among the claims at or after the committed offset
 /// only the last can be incomplete: resume at its start and rewrite it.
-pub async fn resume(store: &Store, topic: &str, partition: i32, committed: Option<i64>) -> crate::store::Result<Resume> {
+pub async fn resume(
+    store: &Store,
+    topic: &str,
+    partition: i32,
+    committed: Option<i64>,
+) -> crate::store::Result<Resume> {
     let prefix = claims_prefix(topic, partition);
     let after = committed.map(|c| claim_key(topic, partition, c.saturating_sub(1)));
     let listed = store.list(&prefix, after.as_deref()).await?;

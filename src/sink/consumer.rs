@@ -39,10 +39,17 @@ struct SinkContext {
 impl ClientContext for SinkContext {}
 
 impl ConsumerContext for SinkContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(15)).ok();
+                let committed = consumer
+                    .committed_offsets(tpl.clone(), Duration::from_secs(15))
+                    .ok();
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 for p in partitions {
                     let committed_offset = committed
@@ -55,7 +62,14 @@ impl ConsumerContext for SinkContext {
                     let resume = self.resume_with_retry(p, committed_offset);
                     let offset = resume.offset.map_or(Offset::Beginning, Offset::Offset);
                     let _ = tpl.set_partition_offset(&self.topic, p, offset);
-                    log::info!("sink: assigned partition {p}, resuming at {offset:?}{}", if resume.adopt.is_some() { " (honouring an existing claim)" } else { "" });
+                    log::info!(
+                        "sink: assigned partition {p}, resuming at {offset:?}{}",
+                        if resume.adopt.is_some() {
+                            " (honouring an existing claim)"
+                        } else {
+                            ""
+                        }
+                    );
                     self.push(Event::Assigned(p, resume));
                 }
                 if let Err(e) = consumer.assign(tpl) {
@@ -93,13 +107,21 @@ impl SinkContext {
     fn resume_with_retry(&self, partition: i32, committed: Option<i64>) -> Resume {
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.rt.block_on(claims::resume(&self.store, &self.topic, partition, committed)) {
+            match self.rt.block_on(claims::resume(
+                &self.store,
+                &self.topic,
+                partition,
+                committed,
+            )) {
                 Ok(r) => return r,
                 Err(e) => {
                     log::warn!("sink: cannot read claims of partition {partition} ({e}); retrying in {delay:?}");
                     if self.shutdown.is_triggered() {
                         // Consuming nothing is safe; guessing a position is not.
-                        return Resume { offset: committed, adopt: None };
+                        return Resume {
+                            offset: committed,
+                            adopt: None,
+                        };
                     }
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -111,11 +133,22 @@ impl SinkContext {
 
 /// Consumes `kafka.topic` and writes JSONL objects until `shutdown`, then flushes what it holds.
 /// Blocking: call it from a thread of its own; `rt` runs the storage calls.
-pub fn run_sink(kcfg: &KafkaConfig, scfg: &SinkConfig, s3: &S3Config, metrics: Arc<Metrics>, shutdown: Shutdown, rt: Handle) -> Result<()> {
+pub fn run_sink(
+    kcfg: &KafkaConfig,
+    scfg: &SinkConfig,
+    s3: &S3Config,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    rt: Handle,
+) -> Result<()> {
     let encryption = Encryption::from_config(&scfg.sse, scfg.sse_kms_key_id.as_deref());
     let store = rt.block_on(Store::open(&scfg.output, s3, encryption))?;
     // Dead letters need somewhere to go (brokers may not auto-create topics).
-    rt.block_on(crate::kafka::ensure_topics(kcfg, &[(kcfg.dlq_topic.clone(), 1)], Duration::from_secs(30)))?;
+    rt.block_on(crate::kafka::ensure_topics(
+        kcfg,
+        &[(kcfg.dlq_topic.clone(), 1)],
+        Duration::from_secs(30),
+    ))?;
     log::info!("sink: {} → {}", kcfg.topic, store.describe());
     let context = SinkContext {
         store: store.clone(),
@@ -180,7 +213,9 @@ impl Sink {
             let now = Instant::now();
             let partitions: Vec<i32> = self.parts.keys().copied().collect();
             for p in partitions {
-                let Some(st) = self.parts.get_mut(&p) else { continue };
+                let Some(st) = self.parts.get_mut(&p) else {
+                    continue;
+                };
                 if st.pending.is_none() {
                     if let Some(why) = st.should_close(size, bytes, age, draining, now) {
                         log::debug!("sink: partition {p} batch closes ({why:?})");
@@ -196,7 +231,9 @@ impl Sink {
                 self.update_gauges(consumer, now);
             }
             if draining {
-                let idle = self.parts.values().all(|s| s.pending.is_none() && s.should_close(size, bytes, age, true, now).is_none());
+                let idle = self.parts.values().all(|s| {
+                    s.pending.is_none() && s.should_close(size, bytes, age, true, now).is_none()
+                });
                 if idle || drain_deadline.is_some_and(|d| now >= d) {
                     break;
                 }
@@ -209,7 +246,9 @@ impl Sink {
 
     fn apply_rebalances(&mut self, consumer: &BaseConsumer<SinkContext>) {
         let events = {
-            let Ok(mut ev) = consumer.context().events.lock() else { return };
+            let Ok(mut ev) = consumer.context().events.lock() else {
+                return;
+            };
             std::mem::take(&mut *ev)
         };
         for e in events {
@@ -218,7 +257,8 @@ impl Sink {
                     if resume.adopt.is_some() {
                         self.metrics.incr("claims_adopted");
                     }
-                    self.parts.insert(p, PartitionState::new(p, resume.offset, resume.adopt));
+                    self.parts
+                        .insert(p, PartitionState::new(p, resume.offset, resume.adopt));
                 }
                 Event::Revoked(p) => {
                     // Whatever was buffered is abandoned cleanly: nothing of it was committed,
@@ -230,9 +270,15 @@ impl Sink {
         self.metrics.set("partitions", self.parts.len() as u64);
     }
 
-    fn accept(&mut self, consumer: &BaseConsumer<SinkContext>, m: &rdkafka::message::BorrowedMessage<'_>) {
+    fn accept(
+        &mut self,
+        consumer: &BaseConsumer<SinkContext>,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+    ) {
         let p = m.partition();
-        let Some(st) = self.parts.get_mut(&p) else { return };
+        let Some(st) = self.parts.get_mut(&p) else {
+            return;
+        };
         let offset = m.offset();
         let line = match encode::encode(m.payload(), p, offset, m.timestamp().to_millis()) {
             Ok(l) => Some(l),
@@ -240,7 +286,8 @@ impl Sink {
                 self.metrics.incr("dlq");
                 let raw = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
                 let stage = format!("sink partition {p} offset {offset}");
-                self.rt.block_on(self.dlq.send_dead_letter(reason.as_str(), &raw, &stage));
+                self.rt
+                    .block_on(self.dlq.send_dead_letter(reason.as_str(), &raw, &stage));
                 None
             }
         };
@@ -255,21 +302,35 @@ impl Sink {
     }
 
     fn pause(&mut self, consumer: &BaseConsumer<SinkContext>, p: i32, pause: bool) {
-        let Some(st) = self.parts.get_mut(&p) else { return };
+        let Some(st) = self.parts.get_mut(&p) else {
+            return;
+        };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topic, p);
-        let result = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+        let result = if pause {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
         if result.is_ok() {
             st.paused = pause;
-            log::info!("sink: partition {p} {}", if pause { "paused" } else { "resumed" });
+            log::info!(
+                "sink: partition {p} {}",
+                if pause { "paused" } else { "resumed" }
+            );
         }
     }
 
     /// Writes the pending batch of partition `p`; on failure schedules a retry with backoff and
     /// pauses the partition so memory stays bounded while storage is away.
     fn flush(&mut self, consumer: &BaseConsumer<SinkContext>, p: i32) {
-        let Some(batch) = self.parts.get_mut(&p).and_then(|s| s.pending.take()) else { return };
-        match self.rt.block_on(write_batch(&self.store, &self.topic, p, &self.cfg, &batch)) {
+        let Some(batch) = self.parts.get_mut(&p).and_then(|s| s.pending.take()) else {
+            return;
+        };
+        match self
+            .rt
+            .block_on(write_batch(&self.store, &self.topic, p, &self.cfg, &batch))
+        {
             Ok(Written::Done { objects, bytes }) => {
                 let st = self.parts.get_mut(&p).expect("partition present");
                 st.backoff = Duration::ZERO;
@@ -277,7 +338,8 @@ impl Sink {
                 self.metrics.incr("batches");
                 self.metrics.add("objects", objects as u64);
                 self.metrics.add("bytes", bytes as u64);
-                self.metrics.add("records_written", batch.lines.len() as u64);
+                self.metrics
+                    .add("records_written", batch.lines.len() as u64);
                 let mut tpl = TopicPartitionList::new();
                 let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(batch.end + 1));
                 if consumer.commit(&tpl, CommitMode::Async).is_ok() {
@@ -304,9 +366,15 @@ impl Sink {
             Err(e) => {
                 self.metrics.incr("s3_errors");
                 let st = self.parts.get_mut(&p).expect("partition present");
-                st.backoff = (st.backoff * 2).clamp(Duration::from_millis(250), Duration::from_secs(10));
+                st.backoff =
+                    (st.backoff * 2).clamp(Duration::from_millis(250), Duration::from_secs(10));
                 st.retry_at = Instant::now() + st.backoff;
-                log::warn!("sink: writing partition {p} offsets {}..={} failed ({e}); retrying in {:?}", batch.start, batch.end, st.backoff);
+                log::warn!(
+                    "sink: writing partition {p} offsets {}..={} failed ({e}); retrying in {:?}",
+                    batch.start,
+                    batch.end,
+                    st.backoff
+                );
                 st.pending = Some(batch);
                 if !st.paused {
                     self.pause(consumer, p, true);
@@ -316,9 +384,18 @@ impl Sink {
     }
 
     fn update_gauges(&mut self, consumer: &BaseConsumer<SinkContext>, now: Instant) {
-        let oldest = self.parts.values().filter_map(|s| s.oldest_age(now)).max().unwrap_or_default();
-        self.metrics.set("oldest_buffered_ms", oldest.as_millis() as u64);
-        self.metrics.set("buffered", self.parts.values().map(|s| s.buffered() as u64).sum());
+        let oldest = self
+            .parts
+            .values()
+            .filter_map(|s| s.oldest_age(now))
+            .max()
+            .unwrap_or_default();
+        self.metrics
+            .set("oldest_buffered_ms", oldest.as_millis() as u64);
+        self.metrics.set(
+            "buffered",
+            self.parts.values().map(|s| s.buffered() as u64).sum(),
+        );
         // The locally cached high watermarks (updated by every fetch): no broker round trip.
         let topic = std::ffi::CString::new(self.topic.as_str()).unwrap_or_default();
         let mut lag = 0i64;
@@ -326,7 +403,13 @@ impl Sink {
             let (mut low, mut high) = (0i64, 0i64);
             // SAFETY: the client pointer is valid while `consumer` lives; the out-params are locals.
             let err = unsafe {
-                rdkafka::bindings::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), *p, &mut low, &mut high)
+                rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                    consumer.client().native_ptr(),
+                    topic.as_ptr(),
+                    *p,
+                    &mut low,
+                    &mut high,
+                )
             };
             if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
                 let written = st.next_offset.unwrap_or(low) - st.buffered() as i64;
@@ -338,7 +421,10 @@ impl Sink {
 }
 
 enum Written {
-    Done { objects: usize, bytes: usize },
+    Done {
+        objects: usize,
+        bytes: usize,
+    },
     /// A longer claim exists for this start: keep consuming until its end.
     NeedMore(Claim),
     /// A shorter claim exists: write exactly its extent, the rest goes to the next batch.
@@ -346,7 +432,13 @@ enum Written {
 }
 
 /// The data objects of a batch: one per trade day, named by topic, partition and offsets.
-fn objects_of<'a>(raw_prefix: &str, topic: &str, p: i32, batch: &'a Batch, gzip: bool) -> BTreeMap<String, Vec<&'a Line>> {
+fn objects_of<'a>(
+    raw_prefix: &str,
+    topic: &str,
+    p: i32,
+    batch: &'a Batch,
+    gzip: bool,
+) -> BTreeMap<String, Vec<&'a Line>> {
     let mut by_day: BTreeMap<Day, Vec<&Line>> = BTreeMap::new();
     for l in &batch.lines {
         by_day.entry(l.day).or_default().push(l);
@@ -355,13 +447,25 @@ fn objects_of<'a>(raw_prefix: &str, topic: &str, p: i32, batch: &'a Batch, gzip:
     by_day
         .into_iter()
         .map(|(day, lines)| {
-            let key = format!("{raw_prefix}/{}/{}+{p}+{:020}-{:020}.{ext}", day.path(), claims::sanitize(topic), batch.start, batch.end);
+            let key = format!(
+                "{raw_prefix}/{}/{}+{p}+{:020}-{:020}.{ext}",
+                day.path(),
+                claims::sanitize(topic),
+                batch.start,
+                batch.end
+            );
             (key, lines)
         })
         .collect()
 }
 
-async fn write_batch(store: &Store, topic: &str, p: i32, cfg: &SinkConfig, batch: &Batch) -> Result<Written> {
+async fn write_batch(
+    store: &Store,
+    topic: &str,
+    p: i32,
+    cfg: &SinkConfig,
+    batch: &Batch,
+) -> Result<Written> {
     let objects = objects_of(&cfg.raw_prefix, topic, p, batch, cfg.gzip);
     if batch.adopted.is_none() {
         let claim = Claim {
@@ -375,7 +479,9 @@ async fn write_batch(store: &Store, topic: &str, p: i32, cfg: &SinkConfig, batch
         match claims::try_claim(store, &claim).await? {
             Claimed::Ours => {}
             Claimed::Theirs(theirs) if theirs.end == batch.end => {}
-            Claimed::Theirs(theirs) if theirs.end > batch.end => return Ok(Written::NeedMore(theirs)),
+            Claimed::Theirs(theirs) if theirs.end > batch.end => {
+                return Ok(Written::NeedMore(theirs))
+            }
             Claimed::Theirs(theirs) => return Ok(Written::Split(theirs)),
         }
     }
@@ -387,5 +493,8 @@ async fn write_batch(store: &Store, topic: &str, p: i32, cfg: &SinkConfig, batch
         store.put(key, body, false).await?;
         count += 1;
     }
-    Ok(Written::Done { objects: count, bytes })
+    Ok(Written::Done {
+        objects: count,
+        bytes,
+    })
 }

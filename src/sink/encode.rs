@@ -58,16 +58,26 @@ impl Day {
 
     /// `year=YYYY/month=MM/day=DD`, the Hive-style partition path.
     pub fn path(&self) -> String {
-        format!("year={:04}/month={:02}/day={:02}", self.year, self.month, self.day)
+        format!(
+            "year={:04}/month={:02}/day={:02}",
+            self.year, self.month, self.day
+        )
     }
 }
 
 /// Decodes one Kafka value: the line with `kafka_partition` / `kafka_offset` appended, and the
 /// day of its `trade_ts` (the Kafka timestamp when the record has no usable `trade_ts`, so the
 /// transform can quarantine it with its reason).
-pub fn encode(value: Option<&[u8]>, partition: i32, offset: i64, kafka_ts_ms: Option<i64>) -> Result<Line, Reject> {
+pub fn encode(
+    value: Option<&[u8]>,
+    partition: i32,
+    offset: i64,
+    kafka_ts_ms: Option<i64>,
+) -> Result<Line, Reject> {
     let value = value.ok_or(Reject::Empty)?;
-    let text = std::str::from_utf8(value).map_err(|_| Reject::NotJson)?.trim();
+    let text = std::str::from_utf8(value)
+        .map_err(|_| Reject::NotJson)?
+        .trim();
     if text.is_empty() {
         return Err(Reject::Empty);
     }
@@ -92,7 +102,11 @@ pub fn encode(value: Option<&[u8]>, partition: i32, offset: i64, kafka_ts_ms: Op
     if body != "{" {
         line.push(b',');
     }
-    write!(line, "\"kafka_partition\":{partition},\"kafka_offset\":{offset}}}").ok();
+    write!(
+        line,
+        "\"kafka_partition\":{partition},\"kafka_offset\":{offset}}}"
+    )
+    .ok();
     Ok(Line {
         offset,
         day: Day::from_millis(ts),
@@ -111,7 +125,8 @@ pub fn jsonl(lines: &[&Line], gzip: bool) -> Vec<u8> {
     if !gzip {
         return body;
     }
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(size / 4), flate2::Compression::fast());
+    let mut enc =
+        flate2::write::GzEncoder::new(Vec::with_capacity(size / 4), flate2::Compression::fast());
     enc.write_all(&body).ok();
     enc.finish().unwrap_or_default()
 }
@@ -147,7 +162,10 @@ mod tests {
         assert_eq!(encode(Some(b"{\"a\":"), 0, 0, None), Err(Reject::NotJson));
         assert_eq!(encode(None, 0, 0, None), Err(Reject::Empty));
         let line = encode(Some(b"{}"), 1, 2, Some(86_400_000)).unwrap();
-        assert_eq!(line.text, br#"{"kafka_partition":1,"kafka_offset":2}"#.to_vec());
+        assert_eq!(
+            line.text,
+            br#"{"kafka_partition":1,"kafka_offset":2}"#.to_vec()
+        );
         assert_eq!(line.day.path(), "year=1970/month=01/day=02");
     }
 
@@ -157,7 +175,9 @@ mod tests {
         let gz = jsonl(&[&a], true);
         let mut out = String::new();
         use std::io::Read;
-        flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, format!("{}\n", String::from_utf8_lossy(&a.text)));
     }
 }

@@ -5,9 +5,9 @@
 //! its objects are written, [`run_sink`] composes them around one consumer.
 
 pub mod claims;
+mod consumer;
 pub mod encode;
 pub mod partition;
-mod consumer;
 
 pub use consumer::run_sink;
 

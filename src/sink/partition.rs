@@ -94,7 +94,14 @@ impl PartitionState {
     }
 
     /// Whether the open batch should close now, and why.
-    pub fn should_close(&self, size: usize, bytes: usize, age: Duration, draining: bool, now: Instant) -> Option<Close> {
+    pub fn should_close(
+        &self,
+        size: usize,
+        bytes: usize,
+        age: Duration,
+        draining: bool,
+        now: Instant,
+    ) -> Option<Close> {
         let start = self.start?;
         if let Some(claim) = &self.adopt {
             // An adopted claim closes only at its own end, never earlier.
@@ -120,8 +127,9 @@ impl PartitionState {
         let opened_at = self.opened_at.unwrap_or_else(Instant::now);
         let adopted = self.adopt.take();
         let cut = adopted.as_ref().map_or(self.end, |c| c.end);
-        let (lines, rest): (Vec<Line>, Vec<Line>) =
-            std::mem::take(&mut self.lines).into_iter().partition(|l| l.offset <= cut);
+        let (lines, rest): (Vec<Line>, Vec<Line>) = std::mem::take(&mut self.lines)
+            .into_iter()
+            .partition(|l| l.offset <= cut);
         let batch = Batch {
             start: adopted.as_ref().map_or(start, |c| c.start),
             end: cut,
@@ -151,7 +159,10 @@ impl PartitionState {
     pub fn unread(&mut self, batch: Batch, claim: Claim) {
         let mut lines = batch.lines;
         let later = std::mem::take(&mut self.lines);
-        let (end, records) = (self.end.max(batch.end), (self.end.max(batch.end) - batch.start + 1) as usize);
+        let (end, records) = (
+            self.end.max(batch.end),
+            (self.end.max(batch.end) - batch.start + 1) as usize,
+        );
         self.start = Some(batch.start);
         self.end = end;
         self.records = records;
@@ -191,10 +202,15 @@ mod tests {
             assert!(p.push(o, line(o)));
         }
         let now = Instant::now();
-        assert_eq!(p.should_close(3, 1 << 20, Duration::from_secs(10), false, now), Some(Close::Count));
+        assert_eq!(
+            p.should_close(3, 1 << 20, Duration::from_secs(10), false, now),
+            Some(Close::Count)
+        );
         let b = p.take().unwrap();
         assert_eq!((b.start, b.end, b.lines.len()), (10, 12, 3));
-        assert!(p.should_close(3, 1 << 20, Duration::from_secs(10), true, now).is_none());
+        assert!(p
+            .should_close(3, 1 << 20, Duration::from_secs(10), true, now)
+            .is_none());
     }
 
     #[test]
@@ -202,7 +218,10 @@ mod tests {
         let mut p = PartitionState::new(0, None, None);
         p.push(0, line(0));
         let later = Instant::now() + Duration::from_secs(11);
-        assert_eq!(p.should_close(100, 1 << 20, Duration::from_secs(10), false, later), Some(Close::Age));
+        assert_eq!(
+            p.should_close(100, 1 << 20, Duration::from_secs(10), false, later),
+            Some(Close::Age)
+        );
     }
 
     #[test]
@@ -212,10 +231,17 @@ mod tests {
             p.push(o, line(o));
         }
         let far = Instant::now() + Duration::from_secs(100);
-        assert_eq!(p.should_close(2, 1, Duration::ZERO, true, far), None, "claim not complete yet");
+        assert_eq!(
+            p.should_close(2, 1, Duration::ZERO, true, far),
+            None,
+            "claim not complete yet"
+        );
         p.push(9, line(9));
         p.push(10, line(10));
-        assert_eq!(p.should_close(100, 1 << 20, Duration::from_secs(10), false, Instant::now()), Some(Close::Claim));
+        assert_eq!(
+            p.should_close(100, 1 << 20, Duration::from_secs(10), false, Instant::now()),
+            Some(Close::Claim)
+        );
         let b = p.take().unwrap();
         assert_eq!((b.start, b.end, b.lines.len()), (5, 9, 5));
         assert!(b.adopted.is_some());
@@ -233,7 +259,10 @@ mod tests {
         p.push(3, line(3));
         p.unread(b, claim(0, 5));
         p.push(4, line(4));
-        assert_eq!(p.should_close(1, 1, Duration::ZERO, true, Instant::now()), None);
+        assert_eq!(
+            p.should_close(1, 1, Duration::ZERO, true, Instant::now()),
+            None
+        );
         p.push(5, line(5));
         let b = p.take().unwrap();
         assert_eq!((b.start, b.end, b.lines.len()), (0, 5, 6));

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Shifts every port the tests use, so two test runs can share a machine (all stay below 32768).
+PORT_OFFSET = int(os.environ.get("STOCKPIPE_TEST_PORT_OFFSET", "0"))
 
 
 def cli(
@@ -38,6 +40,7 @@ class Stack:
     """A running dev stack and the environment that points commands at it."""
 
     def __init__(self, home: Path, brokers: int, kafka_port: int, s3_port: int) -> None:
+        kafka_port, s3_port = kafka_port + PORT_OFFSET, s3_port + PORT_OFFSET
         self.home = home
         self.brokers = brokers
         self.env = dict(

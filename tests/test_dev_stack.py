@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Stack, cli, pid_running
+from .conftest import PORT_OFFSET, Stack, cli, pid_running
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3, pytest.mark.cluster]
 
@@ -64,7 +64,7 @@ def test_three_brokers_with_replicated_topic(cluster3: Stack) -> None:
 def test_up_is_idempotent_and_status_reports(cluster3: Stack) -> None:
     pids = cluster3.pids()
     done = cli("dev", "up", env=cluster3.env)
-    assert "127.0.0.1:21092" in done.stdout
+    assert f"127.0.0.1:{21092 + PORT_OFFSET}" in done.stdout
     import json
 
     state = json.loads((cluster3.home / "stack.json").read_text())
@@ -109,7 +109,7 @@ def test_port_in_use_is_a_clear_error(cluster3: Stack, tmp_path: Path) -> None:
     other = Stack(tmp_path / "other", 1, 21092, 21500)
     done = cli("dev", "up", env=other.env, check=False)
     assert done.returncode != 0
-    assert "port 21092" in done.stderr and "already in use" in done.stderr
+    assert f"port {21092 + PORT_OFFSET}" in done.stderr and "already in use" in done.stderr
     assert "Traceback" not in done.stderr
 
 

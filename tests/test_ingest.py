@@ -196,3 +196,40 @@ def test_sigterm_at_100k_per_second_exits_fast_and_keeps_acked(stack: Stack) -> 
     assert acked > 100_000, summary
     messages = consume_all(stack.bootstrap, topic, expected=acked)
     assert acked <= len(messages) <= trades
+
+
+def test_quote_poller_respects_the_limit_and_skips_unknown_symbols(stack: Stack) -> None:
+    sim = Simulator("--symbols", "AAPL,MSFT", "--rate", "100", "--duration", "15", "--rest-per-minute", "600")
+    host = sim.address
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.producer.mode = "quotes"
+    cfg.finnhub.rest_url, cfg.finnhub.api_key = f"http://{host}/api/v1", CANARY
+    cfg.finnhub.symbols = ["AAPL", "MSFT", "NOPE"]
+    cfg.finnhub.quotes_per_minute = 300  # 5 calls a second
+    cfg.kafka.quotes_topic = unique_topic("quotes")
+    started = time.monotonic()
+    stats = Producer(cfg).run(duration=4)
+    elapsed = time.monotonic() - started
+    sim.stop()
+    messages = consume_all(stack.bootstrap, cfg.kafka.quotes_topic, expected=stats.acked)
+    assert len(messages) == stats.acked > 0
+    records = [json.loads(m.value()) for m in messages]
+    assert {r["symbol"] for r in records} <= {"AAPL", "MSFT"}
+    assert all(r["price"] > 0 and r["quote_ts"] > 0 and r["source"] == "finnhub_quote" for r in records)
+    # 5 calls a second for ~4 s (plus the first token): the bucket keeps the plan's rate.
+    assert stats.acked <= 5 * elapsed + 2
+
+
+def test_quote_poller_backs_off_on_429(stack: Stack) -> None:
+    sim = Simulator("--symbols", "AAPL", "--duration", "15", "--rest-per-second", "2", "--rest-per-minute", "1000")
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.producer.mode = "quotes"
+    cfg.finnhub.rest_url, cfg.finnhub.api_key, cfg.finnhub.symbols = f"http://{sim.address}/api/v1", "k", ["AAPL"]
+    cfg.finnhub.quotes_per_minute = 1800  # 30 a second: the server allows 2
+    cfg.kafka.quotes_topic = unique_topic("q429")
+    from stockpipe import _native
+
+    raw = _native.run_quotes(cfg.section_json("finnhub"), json.dumps(cfg.kafka.__dict__), duration_s=5)
+    sim.stop()
+    assert raw["rate_limited"] >= 1
+    assert raw["quote_requests"] < 30, raw  # backed off instead of hammering at 30/s

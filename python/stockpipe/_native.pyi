@@ -9,6 +9,7 @@ __all__ = [
     "ensure_topics",
     "parse_frame",
     "run_producer",
+    "run_quotes",
     "run_simulator",
     "run_sink",
     "runtime_pid",
@@ -26,6 +27,15 @@ def run_producer(
     status: Callable[[Mapping[str, float]], None] | None = None,
     status_every_s: float = 1.0,
     flush_timeout_s: float = 4.0,
+) -> dict[str, Any]: ...
+def run_quotes(
+    finnhub_json: str,
+    kafka_json: str,
+    *,
+    max_quotes: int | None = None,
+    duration_s: float | None = None,
+    status: Callable[[Mapping[str, float]], None] | None = None,
+    status_every_s: float = 1.0,
 ) -> dict[str, Any]: ...
 def run_simulator(
     sim_json: str,

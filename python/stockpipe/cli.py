@@ -251,7 +251,8 @@ def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
 def _explain_missing_key(cfg: Config) -> None:
     from stockpipe.exceptions import ConfigError
 
-    if not cfg.finnhub.api_key and "finnhub.io" in cfg.finnhub.ws_url:
+    endpoint = cfg.finnhub.rest_url if cfg.producer.mode == "quotes" else cfg.finnhub.ws_url
+    if not cfg.finnhub.api_key and "finnhub.io" in endpoint:
         raise ConfigError(
             "no Finnhub API key: set FINNHUB_API_KEY (free at https://finnhub.io/register) or [finnhub] api_key, "
             "or run the local simulator (stockpipe simulate) and pass --ws-url ws://127.0.0.1:8765"

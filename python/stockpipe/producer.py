@@ -104,14 +104,28 @@ class Producer:
         from stockpipe import _native
 
         cfg = self.config
-        raw = _native.run_producer(
-            cfg.section_json("finnhub"),
-            json_kafka(cfg),
-            max_trades=max_messages if max_messages is not None else cfg.producer.max_messages,
-            duration_s=duration if duration is not None else cfg.producer.duration,
-            status=status,
-            status_every_s=max(cfg.producer.status_interval, 0.1),
-        )
+        limit = max_messages if max_messages is not None else cfg.producer.max_messages
+        seconds = duration if duration is not None else cfg.producer.duration
+        every = max(cfg.producer.status_interval, 0.1)
+        if cfg.producer.mode == "quotes":
+            # REST /quote snapshots into [kafka] quotes_topic; `trades` counts snapshots published.
+            raw = _native.run_quotes(
+                cfg.section_json("finnhub"),
+                json_kafka(cfg),
+                max_quotes=limit,
+                duration_s=seconds,
+                status=status,
+                status_every_s=every,
+            )
+        else:
+            raw = _native.run_producer(
+                cfg.section_json("finnhub"),
+                json_kafka(cfg),
+                max_trades=limit,
+                duration_s=seconds,
+                status=status,
+                status_every_s=every,
+            )
         return ProducerStats.from_native(raw)
 
 

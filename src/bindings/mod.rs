@@ -15,6 +15,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
     m.add_function(wrap_pyfunction!(source::run_producer, m)?)?;
     m.add_function(wrap_pyfunction!(source::run_simulator, m)?)?;
+    m.add_function(wrap_pyfunction!(source::run_quotes, m)?)?;
     m.add_function(wrap_pyfunction!(source::ensure_topics, m)?)?;
     m.add_function(wrap_pyfunction!(source::cluster_brokers, m)?)?;
     m.add_function(wrap_pyfunction!(source::validate_finnhub, m)?)?;

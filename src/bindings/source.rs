@@ -88,6 +88,55 @@ pub fn run_producer<'py>(
     Ok(stats)
 }
 
+/// Polls REST `/quote` snapshots into the quotes topic until stopped; returns the counters.
+#[pyfunction]
+#[pyo3(signature = (finnhub_json, kafka_json, *, max_quotes=None, duration_s=None, status=None, status_every_s=1.0))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_quotes<'py>(
+    py: Python<'py>,
+    finnhub_json: &str,
+    kafka_json: &str,
+    max_quotes: Option<u64>,
+    duration_s: Option<f64>,
+    status: Option<Bound<'py, PyAny>>,
+    status_every_s: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let fcfg: FinnhubConfig = parse("finnhub", finnhub_json)?;
+    let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
+    let mut names = source::client::COUNTERS.to_vec();
+    names.extend_from_slice(crate::kafka::producer::COUNTERS);
+    names.extend_from_slice(source::quotes::COUNTERS);
+    let metrics = Metrics::new(&names);
+    let producer =
+        Arc::new(TradeProducer::new(&kcfg, metrics.clone())?.with_topic(&kcfg.quotes_topic));
+    let shutdown = Shutdown::new();
+    stop_after(&shutdown, duration_s);
+    let fut = {
+        let (producer, metrics, shutdown) = (producer.clone(), metrics.clone(), shutdown.clone());
+        async move {
+            let topics = vec![(kcfg.quotes_topic.clone(), 3), (kcfg.dlq_topic.clone(), 1)];
+            ensure(&kcfg, &topics, Duration::from_secs(15)).await?;
+            let result =
+                source::quotes::run_quotes(&fcfg, producer.clone(), metrics, shutdown, max_quotes)
+                    .await;
+            let _ =
+                tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(4))).await;
+            result
+        }
+    };
+    let progress = Progress {
+        callback: status,
+        every: Duration::from_secs_f64(status_every_s),
+        metrics: vec![metrics.clone()],
+    };
+    let (result, interrupted) = wait_for(py, fut, &shutdown, &progress)?;
+    result?;
+    let stats = snapshot_dict(py, &[metrics])?;
+    stats.set_item("unacked", producer.in_flight())?;
+    stats.set_item("interrupted", interrupted)?;
+    Ok(stats)
+}
+
 /// Serves the Finnhub protocol until stopped. `on_ready(address)` is called once listening.
 #[pyfunction]
 #[pyo3(signature = (sim_json, *, on_ready=None, status=None, status_every_s=1.0))]

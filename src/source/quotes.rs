@@ -1,2 +1,242 @@
-//! The REST quote poller: `/quote` snapshots within the plan's rate limit, published to their
-//! own topic. Useful when markets are closed or a free key sees few US trades.
+//! The REST quote poller: `/quote` snapshots within the plan's rate limit (a token bucket
+//! below 60 calls a minute by default, never above 30 a second), published to their own topic.
+//! Useful when markets are closed or a free key sees few US trades.
+
+use super::{Error, Result};
+use crate::config::FinnhubConfig;
+use crate::kafka::TradeProducer;
+use crate::metrics::Metrics;
+use crate::record::{now_ms, push_json_string};
+use crate::redact::redact_url;
+use crate::shutdown::Shutdown;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const COUNTERS: &[&str] = &[
+    "quote_requests",
+    "unknown_symbols",
+    "unchanged",
+    "http_errors",
+];
+
+#[derive(Deserialize)]
+struct Quote {
+    c: f64,
+    #[serde(default)]
+    d: Option<f64>,
+    #[serde(default)]
+    dp: Option<f64>,
+    #[serde(default)]
+    h: f64,
+    #[serde(default)]
+    l: f64,
+    #[serde(default)]
+    o: f64,
+    #[serde(default)]
+    pc: f64,
+    t: i64,
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `burst`.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(per_minute: u32) -> Self {
+        let rate = (per_minute.max(1) as f64 / 60.0).min(30.0);
+        Self {
+            rate,
+            burst: 1.0,
+            tokens: 1.0,
+            at: Instant::now(),
+        }
+    }
+
+    /// How long to wait before the next call may go out (and takes its token).
+    fn wait(&mut self) -> Duration {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Duration::ZERO
+        } else {
+            let wait = (1.0 - self.tokens) / self.rate;
+            self.tokens -= 1.0;
+            Duration::from_secs_f64(wait)
+        }
+    }
+}
+
+fn record(symbol: &str, q: &Quote, received_ms: i64) -> String {
+    let mut out = String::with_capacity(200);
+    out.push_str("{\"symbol\":");
+    push_json_string(&mut out, symbol);
+    let opt = |v: Option<f64>| v.map_or("null".to_string(), |x| x.to_string());
+    out.push_str(&format!(
+        ",\"price\":{},\"open\":{},\"high\":{},\"low\":{},\"prev_close\":{},\"change\":{},\"change_pct\":{},\"quote_ts\":{},\"received_ts\":{received_ms},\"source\":\"finnhub_quote\",\"schema_version\":1}}",
+        q.c, q.o, q.h, q.l, q.pc, opt(q.d), opt(q.dp), q.t * 1000
+    ));
+    out
+}
+
+/// Polls `/quote` for every symbol in turn until `shutdown` or `max_quotes` snapshots.
+pub async fn run_quotes(
+    cfg: &FinnhubConfig,
+    producer: Arc<TradeProducer>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    max_quotes: Option<u64>,
+) -> Result<()> {
+    let key = cfg.api_key.clone().filter(|k| !k.is_empty());
+    if key.is_none() && cfg.rest_url.contains("finnhub.io") {
+        return Err(Error::NoApiKey);
+    }
+    if cfg.symbols.is_empty() {
+        return Err(Error::Other("no symbols configured".into()));
+    }
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let base = cfg.rest_url.trim_end_matches('/');
+    let mut bucket = Bucket::new(cfg.quotes_per_minute);
+    let mut backoff = Duration::ZERO;
+    let mut last: HashMap<String, (i64, u64)> = HashMap::new();
+    let mut published = 0u64;
+    for symbol in cfg.symbols.iter().cycle() {
+        let wait = bucket.wait().max(backoff);
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let encoded: String = url::form_urlencoded::byte_serialize(symbol.as_bytes()).collect();
+        let uri = format!("{base}/quote?symbol={encoded}");
+        let mut req = http::Request::get(&uri);
+        if let Some(k) = &key {
+            // A header, not the query string: the key never appears in a URL we might log.
+            req = req.header("X-Finnhub-Token", k);
+        }
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| Error::Other(e.to_string()))?;
+        metrics.incr("quote_requests");
+        let resp = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                metrics.incr("http_errors");
+                backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                log::warn!(
+                    "quote request to {} failed: {e}; retrying in {backoff:?}",
+                    redact_url(&uri)
+                );
+                continue;
+            }
+            Err(_) => {
+                metrics.incr("http_errors");
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        match status {
+            200 => backoff = Duration::ZERO,
+            401 | 403 => return Err(Error::Unauthorized),
+            429 => {
+                metrics.incr("rate_limited");
+                backoff = (backoff * 2).clamp(Duration::from_secs(2), Duration::from_secs(60));
+                log::warn!("finnhub REST limit reached (429); waiting {backoff:?}");
+                continue;
+            }
+            other => {
+                metrics.incr("http_errors");
+                log::warn!("quote {symbol}: HTTP {other}");
+                continue;
+            }
+        }
+        let Ok(q) = serde_json::from_slice::<Quote>(&body) else {
+            metrics.incr("rejected");
+            producer
+                .send_dead_letter("bad_quote", &String::from_utf8_lossy(&body), "quotes")
+                .await;
+            continue;
+        };
+        if q.t == 0 {
+            // Finnhub answers an unknown symbol with 200 and all zeros.
+            if last.insert(symbol.clone(), (0, 0)).is_none() {
+                metrics.incr("unknown_symbols");
+                log::warn!("finnhub does not know symbol {symbol:?} (quote with t = 0)");
+            }
+            continue;
+        }
+        let fingerprint = (q.t, q.c.to_bits());
+        if last.get(symbol) == Some(&fingerprint) {
+            metrics.incr("unchanged");
+            continue;
+        }
+        last.insert(symbol.clone(), fingerprint);
+        let payload = record(symbol, &q, now_ms());
+        producer
+            .send_trade(symbol, payload.as_bytes(), Instant::now())
+            .await;
+        metrics.incr("trades");
+        published += 1;
+        if max_quotes.is_some_and(|m| published >= m) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_spaces_calls_at_the_plan_rate() {
+        let mut b = Bucket::new(60);
+        assert_eq!(b.wait(), Duration::ZERO);
+        let w = b.wait();
+        assert!(
+            w > Duration::from_millis(900) && w <= Duration::from_secs(1),
+            "{w:?}"
+        );
+        let fast = Bucket::new(6000);
+        assert_eq!(fast.rate, 30.0, "never above 30 calls a second");
+    }
+
+    #[test]
+    fn quote_record_is_json() {
+        let q = Quote {
+            c: 175.43,
+            d: None,
+            dp: Some(1.41),
+            h: 175.77,
+            l: 173.11,
+            o: 173.32,
+            pc: 172.99,
+            t: 1636322400,
+        };
+        let v: serde_json::Value = serde_json::from_str(&record("AAPL", &q, 5)).unwrap();
+        assert_eq!(v["price"], 175.43);
+        assert!(v["change"].is_null());
+        assert_eq!(v["quote_ts"], 1636322400000i64);
+    }
+}

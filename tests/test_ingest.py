@@ -233,3 +233,25 @@ def test_quote_poller_backs_off_on_429(stack: Stack) -> None:
     sim.stop()
     assert raw["rate_limited"] >= 1
     assert raw["quote_requests"] < 30, raw  # backed off instead of hammering at 30/s
+
+
+def test_simulator_replays_a_file_of_frames(stack: Stack, tmp_path: Path) -> None:
+    frames = tmp_path / "frames.jsonl"
+    frames.write_text(
+        '{"type":"trade","data":[{"s":"AAPL","p":129.575,"t":1672348887785,"v":1,"c":["1","24","12"]},'
+        '{"s":"BINANCE:BTCUSDT","p":0.00001234,"t":1672348887786,"v":0.5}]}\n'
+        '{"type":"ping"}\n'
+        '{"type":"trade","data":[{"s":"AAPL","p":129.58,"t":1672348887790,"v":3,"c":null}]}\n'
+    )
+    ledger = tmp_path / "ledger.jsonl"
+    sim = Simulator("--replay", str(frames), "--rate", "100", "--duration", "3", "--ledger", str(ledger))
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.finnhub.ws_url, cfg.finnhub.api_key, cfg.finnhub.symbols = sim.url, "k", ["AAPL", "BINANCE:BTCUSDT"]
+    cfg.kafka.topic = unique_topic("replay")
+    stats = Producer(cfg).run(duration=4)
+    sim.wait()
+    assert stats.acked == 3 and stats.pings >= 1
+    messages = consume_all(stack.bootstrap, cfg.kafka.topic, expected=3)
+    assert by_symbol_from_kafka(messages) == by_symbol_from_ledger(read_ledger(ledger))
+    prices = sorted(json.loads(m.value(), parse_float=str)["price"] for m in messages)
+    assert prices == ["0.00001234", "129.575", "129.58"]

@@ -270,9 +270,10 @@ def test_s3_outage_of_30_seconds_loses_and_duplicates_nothing(stack: Stack, tmp_
 
 
 @pytest.mark.slow
-def test_two_sinks_in_one_group_one_killed(stack: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["s3", "file"])
+def test_two_sinks_in_one_group_one_killed(stack: Stack, tmp_path: Path, kind: str) -> None:
     topic = make_topic(stack)
-    out = Output(stack, "s3", tmp_path)
+    out = Output(stack, kind, tmp_path)
     env = sink_env(stack, topic, out.uri)
     produce(stack, topic, 40_000, start_ts=1_700_000_000_000)
     a = start_sink(env, "--batch-size", "100", "--batch-seconds", "1")

@@ -128,3 +128,46 @@ where
         }
     }
 }
+
+/// Parses one config section handed over as JSON by the Python layer.
+pub fn parse_section<T: serde::de::DeserializeOwned>(section: &str, json: &str) -> PyResult<T> {
+    serde_json::from_str(json).map_err(|e| super::errors::config_error(format!("[{section}] {e}")))
+}
+
+/// Triggers `shutdown` after `seconds`, when given.
+pub fn stop_after(shutdown: &Shutdown, seconds: Option<f64>) {
+    if let Some(s) = seconds {
+        let s = Duration::from_secs_f64(s.max(0.0));
+        let shutdown = shutdown.clone();
+        rt().spawn(async move {
+            tokio::time::sleep(s).await;
+            shutdown.trigger();
+        });
+    }
+}
+
+/// Runs one stage to completion (see [`wait_for`]) and returns its counters as a dict, with
+/// `interrupted` telling whether a signal stopped it.
+pub fn run_stage<'py, F, E>(
+    py: Python<'py>,
+    fut: F,
+    shutdown: &Shutdown,
+    metrics: &Arc<Metrics>,
+    status: Option<Bound<'py, PyAny>>,
+    status_every_s: f64,
+) -> PyResult<Bound<'py, PyDict>>
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<PyErr> + Send + 'static,
+{
+    let progress = Progress {
+        callback: status,
+        every: Duration::from_secs_f64(status_every_s),
+        metrics: vec![metrics.clone()],
+    };
+    let (result, interrupted) = wait_for(py, fut, shutdown, &progress)?;
+    result.map_err(Into::into)?;
+    let stats = snapshot_dict(py, std::slice::from_ref(metrics))?;
+    stats.set_item("interrupted", interrupted)?;
+    Ok(stats)
+}

@@ -1,17 +1,12 @@
 //! Bindings for the Kafka → object storage sink.
 
 use super::errors::{config_error, py_error};
-use super::runtime::{rt, snapshot_dict, wait_for, Progress};
+use super::runtime::{parse_section as parse, rt, run_stage, stop_after};
 use crate::config::{KafkaConfig, S3Config, SinkConfig};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use std::time::Duration;
-
-fn parse<T: serde::de::DeserializeOwned>(section: &str, json: &str) -> PyResult<T> {
-    serde_json::from_str(json).map_err(|e| config_error(format!("[{section}] {e}")))
-}
 
 impl From<crate::sink::Error> for PyErr {
     fn from(e: crate::sink::Error) -> Self {
@@ -42,13 +37,7 @@ pub fn run_sink<'py>(
     let s3cfg: S3Config = parse("s3", s3_json)?;
     let metrics = Metrics::new(crate::sink::COUNTERS);
     let shutdown = Shutdown::new();
-    if let Some(s) = duration_s {
-        let stop = shutdown.clone();
-        rt().spawn(async move {
-            tokio::time::sleep(Duration::from_secs_f64(s.max(0.0))).await;
-            stop.trigger();
-        });
-    }
+    stop_after(&shutdown, duration_s);
     let fut = {
         let (metrics, shutdown, handle) =
             (metrics.clone(), shutdown.clone(), rt().handle().clone());
@@ -60,14 +49,5 @@ pub fn run_sink<'py>(
             .map_err(|e| crate::sink::Error::Other(format!("sink thread failed: {e}")))?
         }
     };
-    let progress = Progress {
-        callback: status,
-        every: Duration::from_secs_f64(status_every_s),
-        metrics: vec![metrics.clone()],
-    };
-    let (result, interrupted) = wait_for(py, fut, &shutdown, &progress)?;
-    result?;
-    let stats = snapshot_dict(py, &[metrics])?;
-    stats.set_item("interrupted", interrupted)?;
-    Ok(stats)
+    run_stage(py, fut, &shutdown, &metrics, status, status_every_s)
 }

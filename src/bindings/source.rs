@@ -1,7 +1,9 @@
 //! Bindings for ingestion: the producer, the simulator, topic creation, frame parsing.
 
-use super::errors::{config_error, py_error};
-use super::runtime::{rt, snapshot_dict, wait_for, Progress};
+use super::errors::py_error;
+use super::runtime::{
+    parse_section as parse, rt, run_stage, snapshot_dict, stop_after, wait_for, Progress,
+};
 use crate::config::{FinnhubConfig, KafkaConfig};
 use crate::kafka::{ensure_topics as ensure, TradeProducer};
 use crate::metrics::Metrics;
@@ -12,21 +14,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn parse<T: serde::de::DeserializeOwned>(section: &str, json: &str) -> PyResult<T> {
-    serde_json::from_str(json).map_err(|e| config_error(format!("[{section}] {e}")))
-}
-
-fn stop_after(shutdown: &Shutdown, seconds: Option<f64>) {
-    if let Some(s) = seconds {
-        let s = Duration::from_secs_f64(s.max(0.0));
-        let shutdown = shutdown.clone();
-        rt().spawn(async move {
-            tokio::time::sleep(s).await;
-            shutdown.trigger();
-        });
-    }
-}
 
 /// Checks the Finnhub settings that can be checked without connecting.
 #[pyfunction]
@@ -75,16 +62,8 @@ pub fn run_producer<'py>(
             Ok::<(), source::Error>(())
         }
     };
-    let progress = Progress {
-        callback: status,
-        every: Duration::from_secs_f64(status_every_s),
-        metrics: vec![metrics.clone()],
-    };
-    let (result, interrupted) = wait_for(py, fut, &shutdown, &progress)?;
-    result?;
-    let stats = snapshot_dict(py, &[metrics])?;
+    let stats = run_stage(py, fut, &shutdown, &metrics, status, status_every_s)?;
     stats.set_item("unacked", producer.in_flight())?;
-    stats.set_item("interrupted", interrupted)?;
     Ok(stats)
 }
 
@@ -124,16 +103,8 @@ pub fn run_quotes<'py>(
             result
         }
     };
-    let progress = Progress {
-        callback: status,
-        every: Duration::from_secs_f64(status_every_s),
-        metrics: vec![metrics.clone()],
-    };
-    let (result, interrupted) = wait_for(py, fut, &shutdown, &progress)?;
-    result?;
-    let stats = snapshot_dict(py, &[metrics])?;
+    let stats = run_stage(py, fut, &shutdown, &metrics, status, status_every_s)?;
     stats.set_item("unacked", producer.in_flight())?;
-    stats.set_item("interrupted", interrupted)?;
     Ok(stats)
 }
 

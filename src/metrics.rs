@@ -9,6 +9,8 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Metrics {
     counters: BTreeMap<&'static str, AtomicU64>,
+    /// Gauges whose names are only known at run time (e.g. `lag_p2` per Kafka partition).
+    labelled: std::sync::Mutex<BTreeMap<String, u64>>,
     latency: LatencyHistogram,
 }
 
@@ -17,6 +19,7 @@ impl Metrics {
     pub fn new(names: &[&'static str]) -> Arc<Self> {
         Arc::new(Self {
             counters: names.iter().map(|n| (*n, AtomicU64::new(0))).collect(),
+            labelled: Default::default(),
             latency: LatencyHistogram::default(),
         })
     }
@@ -42,6 +45,14 @@ impl Metrics {
         }
     }
 
+    /// Replaces every labelled gauge that starts with `prefix` by `values`.
+    pub fn set_labelled(&self, prefix: &str, values: impl IntoIterator<Item = (String, u64)>) {
+        if let Ok(mut g) = self.labelled.lock() {
+            g.retain(|k, _| !k.starts_with(prefix));
+            g.extend(values);
+        }
+    }
+
     pub fn get(&self, name: &str) -> u64 {
         self.counters
             .get(name)
@@ -60,6 +71,9 @@ impl Metrics {
             .iter()
             .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed) as f64))
             .collect();
+        if let Ok(g) = self.labelled.lock() {
+            values.extend(g.iter().map(|(k, v)| (k.clone(), *v as f64)));
+        }
         if self.latency.count() > 0 {
             values.insert(
                 "latency_p50_ms".into(),
@@ -167,8 +181,15 @@ mod tests {
         let m = Metrics::new(&["a", "b"]);
         m.add("a", 3);
         m.incr("b");
+        m.set_labelled(
+            "lag_p",
+            [("lag_p0".to_string(), 5), ("lag_p1".to_string(), 7)],
+        );
+        m.set_labelled("lag_p", [("lag_p1".to_string(), 2)]);
         let s = m.snapshot();
         assert_eq!(s.values["a"], 3.0);
+        assert_eq!(s.values.get("lag_p0"), None, "replaced, not accumulated");
+        assert_eq!(s.values["lag_p1"], 2.0);
         assert_eq!(s.values["b"], 1.0);
     }
 }

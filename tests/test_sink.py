@@ -313,3 +313,25 @@ def test_bad_output_uri_is_a_config_error(stack: Stack) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "[sink] output" in done.stderr
+
+
+def test_status_line_reports_lag_per_partition(stack: Stack, tmp_path: Path) -> None:
+    from stockpipe import Sink
+
+    topic = make_topic(stack)
+    produce(stack, topic, 3000, start_ts=1_700_000_000_000)
+    out = Output(stack, "file", tmp_path)
+    cfg = load_config(env=sink_env(stack, topic, out.uri), use_default_file=False)
+    cfg.sink.batch_size, cfg.sink.status_interval = 1_000_000, 0.5  # hold everything: lag stays visible
+    cfg.sink.batch_seconds = 60
+    seen: list[dict[str, float]] = []
+    Sink(cfg).run(duration=6, status=lambda s: seen.append(dict(s)))
+    with_lag = [s for s in seen if any(k.startswith("lag_p") for k in s)]
+    assert with_lag, seen[-1:]
+    last = with_lag[-1]
+    per_partition = {k: v for k, v in last.items() if k.startswith("lag_p")}
+    assert set(per_partition) == {"lag_p0", "lag_p1", "lag_p2"}
+    assert sum(per_partition.values()) == last["lag"] == 3000
+    from stockpipe.consumer import format_status
+
+    assert "p0=" in format_status(last, {}, 1.0) and "p2=" in format_status(last, {}, 1.0)

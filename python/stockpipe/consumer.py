@@ -82,9 +82,11 @@ class SinkStats:
 
 
 def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
+    per_partition = sorted((int(k[5:]), v) for k, v in now.items() if k.startswith("lag_p") and k[5:].isdigit())
+    lags = " ".join(f"p{p}={v:.0f}" for p, v in per_partition) or "-"
     return (
         f"records/s {rate(now, prev, 'records_in', dt):8.0f} | objects {now.get('objects', 0):7.0f} | "
-        f"MB {now.get('bytes', 0) / 1e6:8.1f} | lag {now.get('lag', 0):8.0f} | "
+        f"MB {now.get('bytes', 0) / 1e6:8.1f} | lag {now.get('lag', 0):8.0f} ({lags}) | "
         f"oldest buffered {now.get('oldest_buffered_ms', 0) / 1000:5.1f}s | "
         f"partitions {now.get('partitions', 0):2.0f} | "
         f"storage errors {now.get('s3_errors', 0):4.0f}"

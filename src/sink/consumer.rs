@@ -399,6 +399,7 @@ impl Sink {
         // The locally cached high watermarks (updated by every fetch): no broker round trip.
         let topic = std::ffi::CString::new(self.topic.as_str()).unwrap_or_default();
         let mut lag = 0i64;
+        let mut per_partition = Vec::new();
         for (p, st) in &self.parts {
             let (mut low, mut high) = (0i64, 0i64);
             // SAFETY: the client pointer is valid while `consumer` lives; the out-params are locals.
@@ -413,10 +414,13 @@ impl Sink {
             };
             if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
                 let written = st.next_offset.unwrap_or(low) - st.buffered() as i64;
-                lag += (high - written).max(0);
+                let behind = (high - written).max(0);
+                lag += behind;
+                per_partition.push((format!("lag_p{p}"), behind as u64));
             }
         }
         self.metrics.set("lag", lag as u64);
+        self.metrics.set_labelled("lag_p", per_partition);
     }
 }
 

@@ -111,6 +111,8 @@ pub struct TransformConfig {
     pub processed_prefix: String,
     pub quarantine_prefix: String,
     pub compression: String,
+    pub rows_per_file: u64,
+    pub sse: String,
 }
 
 impl KafkaConfig {

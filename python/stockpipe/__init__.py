@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from stockpipe.config import Config, load_config
 from stockpipe.exceptions import (
@@ -24,6 +25,11 @@ from stockpipe.exceptions import (
     TransformError,
     WarehouseError,
 )
+
+if TYPE_CHECKING:  # what __getattr__ below imports on first use
+    from stockpipe.consumer import Sink, SinkStats
+    from stockpipe.etl import TransformStats, transform
+    from stockpipe.producer import Producer, ProducerStats
 
 try:
     __version__ = version("stockpipe")
@@ -42,6 +48,10 @@ def __getattr__(name: str) -> object:
         from stockpipe import consumer
 
         return getattr(consumer, name)
+    if name in ("transform", "TransformStats"):
+        from stockpipe import etl
+
+        return getattr(etl, name)
     raise AttributeError(f"module 'stockpipe' has no attribute {name!r}")
 
 
@@ -58,7 +68,9 @@ __all__ = [
     "SinkStats",
     "StockpipeError",
     "TransformError",
+    "TransformStats",
     "WarehouseError",
     "__version__",
     "load_config",
+    "transform",
 ]

@@ -12,7 +12,9 @@ __all__ = [
     "run_quotes",
     "run_simulator",
     "run_sink",
+    "run_transform",
     "runtime_pid",
+    "transform_rules",
     "validate_finnhub",
 ]
 
@@ -57,4 +59,16 @@ def run_sink(
     status: Callable[[Mapping[str, float]], None] | None = None,
     status_every_s: float = 1.0,
 ) -> dict[str, Any]: ...
+def run_transform(
+    transform_json: str,
+    s3_json: str,
+    rules_json: str,
+    *,
+    date: str | None = None,
+    since: str | None = None,
+    full: bool = False,
+    status: Callable[[Mapping[str, float]], None] | None = None,
+    status_every_s: float = 1.0,
+) -> dict[str, Any]: ...
+def transform_rules() -> str: ...
 def runtime_pid() -> int: ...

@@ -103,6 +103,31 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     _add_sections(p, ["kafka", "sink", "s3"])
     p.set_defaults(handler=cmd_sink)
 
+    text = "raw JSONL → Parquet with the shared cleaning rules (Rust engine, or the Glue job on Spark)"
+    p = sub.add_parser("etl", help=text, description=text + ". Rebuilds only days whose raw objects changed.")
+    _add_sections(p, ["transform", "s3"])
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="only this UTC day")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="only this day and later ones")
+    p.add_argument(
+        "--full", action="store_true", help="rebuild the selected days even if their raw objects did not change"
+    )
+    p.add_argument("--json", action="store_true", help="print the counts as JSON on stdout")
+    p.set_defaults(handler=cmd_etl)
+
+    p = sub.add_parser("glue", help="AWS Glue: catalog tables and crawler, the transform job")
+    gsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    gsub.required = True
+    for name, handler, text in [
+        ("setup", cmd_glue_setup, "create/update database stock_db, raw and processed tables with partitions, crawler"),
+        ("deploy", cmd_glue_deploy, "upload the job script and package to S3, create/update the Glue job"),
+        ("run", cmd_glue_run, "start the Glue job and follow its state until it ends"),
+    ]:
+        d = gsub.add_parser(name, help=text, description=text)
+        _add_sections(d, ["glue", "transform", "s3"])
+        if name == "run":
+            d.add_argument("--no-wait", action="store_true", help="return once the run has started")
+        d.set_defaults(handler=handler)
+
     p = sub.add_parser("demo", help="run the pipeline end to end on the embedded defaults")
     _add_sections(p, ["dev", "simulate", "kafka"])
     p.add_argument("--seconds", type=float, default=60.0, help="how long to stream trades (default 60)")
@@ -245,6 +270,56 @@ def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         status.close()
     print(f"sink: {stats.summary()}", file=sys.stderr)
+    return 0
+
+
+def cmd_etl(args: argparse.Namespace, cfg: Config) -> int:
+    import dataclasses
+
+    from stockpipe.etl import format_status, transform
+
+    status = StatusLineFor(1.0, format_status) if cfg.transform.engine == "rust" else None
+    try:
+        stats = transform(
+            config=cfg,
+            date=args.date,
+            since=args.since,
+            full=args.full,
+            status=status.callback if status else None,
+        )
+    finally:
+        if status:
+            status.close()
+    print(f"etl ({stats.engine}): {stats.summary()}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(stats)))
+    return 130 if stats.interrupted else 0
+
+
+def cmd_glue_setup(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.glue import setup
+
+    for line in setup(cfg).lines():
+        print(line)
+    return 0
+
+
+def cmd_glue_deploy(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.glue import deploy
+
+    for line in deploy(cfg).lines():
+        print(line)
+    return 0
+
+
+def cmd_glue_run(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.glue import run
+
+    def show(state: str, elapsed: float) -> None:
+        print(f"{cfg.glue.job_name}: {state} after {elapsed:.0f}s", file=sys.stderr, flush=True)
+
+    run_id, state = run(cfg, wait=not args.no_wait, on_state=show)
+    print(json.dumps({"job": cfg.glue.job_name, "run_id": run_id, "state": state}))
     return 0
 
 

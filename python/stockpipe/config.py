@@ -148,9 +148,32 @@ class TransformSettings:
     input: str = _opt("file://./stockpipe-data/kafka.stock.market.project", "where raw.data/ lives")
     output: str = _opt("file://./stockpipe-data/kafka.stock.market.project", "where processed.data/ goes")
     engine: str = _opt("rust", "rust or spark")
+    raw_prefix: str = _opt("raw.data", "prefix of raw JSONL objects (the sink's raw_prefix)")
     processed_prefix: str = _opt("processed.data", "prefix of Parquet output")
     quarantine_prefix: str = _opt("quarantine.data", "prefix of refused rows")
-    compression: str = _opt("zstd", "Parquet compression")
+    compression: str = _opt("zstd", "Parquet compression: zstd, snappy or none")
+    rows_per_file: int = _opt(4_000_000, "split a day into files of at most this many rows")
+    sse: str = _opt("AES256", "server-side encryption of written objects: AES256 or none")
+
+
+@dataclass(kw_only=True)
+class GlueSettings:
+    """``[glue]``: the AWS Glue Data Catalog, crawler and job (``stockpipe glue``)."""
+
+    lake: str | None = _opt(None, "s3://bucket/prefix holding raw.data/ (default: [transform] output)")
+    region: str = _opt("us-east-1", "AWS region of Glue", flag="--glue-region")
+    endpoint_url: str | None = _opt(None, "Glue endpoint (empty: AWS; set for an emulator)", flag="--glue-endpoint-url")
+    role: str | None = _opt(None, "IAM role ARN the crawler and the job run as")
+    database: str = _opt("stock_db", "Data Catalog database")
+    raw_table: str = _opt("raw_data", "table over raw.data/")
+    processed_table: str = _opt("processed_data", "table over processed.data/")
+    crawler: str = _opt("stockpipe-raw-crawler", "crawler over raw.data/")
+    job_name: str = _opt("stockpipe-etl", "Glue job name")
+    glue_version: str = _opt("5.0", "Glue runtime (5.0 = Spark 3.5)")
+    worker_type: str = _opt("G.1X", "worker type")
+    workers: int = _opt(2, "number of workers")
+    source: str = _opt("catalog", "what the job reads: catalog (with job bookmarks) or s3")
+    poll_seconds: float = _opt(15.0, "seconds between job state checks of glue run")
 
 
 @dataclass(kw_only=True)
@@ -211,6 +234,7 @@ SECTIONS: dict[str, type] = {
     "s3": S3Settings,
     "sink": SinkSettings,
     "transform": TransformSettings,
+    "glue": GlueSettings,
     "warehouse": WarehouseSettings,
     "simulate": SimulatorSettings,
     "dev": DevSettings,
@@ -236,6 +260,7 @@ class Config:
     s3: S3Settings = field(default_factory=S3Settings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     transform: TransformSettings = field(default_factory=TransformSettings)
+    glue: GlueSettings = field(default_factory=GlueSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     simulate: SimulatorSettings = field(default_factory=SimulatorSettings)
     dev: DevSettings = field(default_factory=DevSettings)
@@ -473,6 +498,9 @@ def validate(cfg: Config) -> None:
         ("finnhub", "max_frame_bytes"),
         ("simulate", "trades_per_frame"),
         ("dev", "brokers"),
+        ("transform", "rows_per_file"),
+        ("glue", "workers"),
+        ("glue", "poll_seconds"),
     ]
     for section, key in positive:
         if getattr(getattr(cfg, section), key) <= 0:
@@ -485,8 +513,16 @@ def validate(cfg: Config) -> None:
         _fail(cfg, "dev", "brokers", "expected 1 or 3")
     if cfg.sink.sse not in ("AES256", "aws:kms", "none"):
         _fail(cfg, "sink", "sse", "expected AES256, aws:kms or none")
+    if cfg.transform.sse not in ("AES256", "none"):
+        _fail(cfg, "transform", "sse", "expected AES256 or none")
+    if cfg.transform.compression not in ("zstd", "snappy", "none"):
+        _fail(cfg, "transform", "compression", "expected zstd, snappy or none")
     if cfg.producer.mode not in ("ws", "quotes"):
         _fail(cfg, "producer", "mode", "expected ws or quotes")
+    if cfg.glue.source not in ("catalog", "s3"):
+        _fail(cfg, "glue", "source", "expected catalog or s3")
+    if cfg.glue.lake is not None and not cfg.glue.lake.startswith("s3://"):
+        _fail(cfg, "glue", "lake", "expected s3://bucket/prefix")
     if cfg.transform.engine not in ("rust", "spark"):
         _fail(cfg, "transform", "engine", "expected rust or spark")
     for section, key in [("sink", "output"), ("transform", "input"), ("transform", "output")]:

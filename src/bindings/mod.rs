@@ -5,6 +5,7 @@ mod errors;
 mod runtime;
 mod sink;
 mod source;
+mod transform;
 
 use pyo3::prelude::*;
 
@@ -21,6 +22,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(source::validate_finnhub, m)?)?;
     m.add_function(wrap_pyfunction!(source::parse_frame, m)?)?;
     m.add_function(wrap_pyfunction!(sink::run_sink, m)?)?;
+    m.add_function(wrap_pyfunction!(transform::run_transform, m)?)?;
+    m.add_function(wrap_pyfunction!(transform::transform_rules, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::runtime_pid, m)?)?;
     Ok(())
 }

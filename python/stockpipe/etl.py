@@ -1,0 +1,179 @@
+"""``stockpipe etl``: raw JSONL → Parquet under ``processed.data/year=YYYY/month=MM/day=DD/``.
+
+Two engines apply the same rules (:mod:`stockpipe.rules`): ``rust`` (the default, in-process)
+and ``spark`` (the Glue job's code, :mod:`stockpipe.spark_etl`, on local Spark or AWS Glue).
+Both rebuild a day whole from all of its raw objects, so a rerun replaces files rather than
+adding to them, and both keep a manifest per day under ``processed.data/_manifest/`` so only
+days whose raw objects changed are rebuilt (``--full`` rebuilds the selected days anyway).
+
+Example:
+    >>> import stockpipe
+    >>> stats = stockpipe.transform("file:///tmp/lake", "file:///tmp/lake")  # doctest: +SKIP
+    >>> stats.rows, stats.quarantined  # doctest: +SKIP
+    (99731, 269)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from stockpipe import rules
+from stockpipe.config import Config, load_config
+from stockpipe.exceptions import ConfigError
+
+__all__ = ["TransformStats", "format_status", "main", "transform"]
+
+RUST_TRANSFORM_KEYS = (
+    "input",
+    "output",
+    "raw_prefix",
+    "processed_prefix",
+    "quarantine_prefix",
+    "compression",
+    "rows_per_file",
+    "sse",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformStats:
+    """What one transform run did."""
+
+    engine: str
+    days: int
+    days_skipped: int
+    objects: int
+    bytes_in: int
+    lines: int
+    rows: int
+    quarantined: int
+    duplicates: int
+    files: int
+    bytes_out: int
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @classmethod
+    def from_counts(cls, engine: str, raw: Mapping[str, float]) -> TransformStats:
+        def n(key: str) -> int:
+            return int(raw.get(key, 0))
+
+        reasons = {k.removeprefix("quarantined_"): int(v) for k, v in raw.items() if k.startswith("quarantined_")}
+        return cls(
+            engine=engine,
+            days=n("days"),
+            days_skipped=n("days_skipped"),
+            objects=n("objects"),
+            bytes_in=n("bytes_in"),
+            lines=n("lines"),
+            rows=n("rows"),
+            quarantined=n("quarantined"),
+            duplicates=n("duplicates"),
+            files=n("files"),
+            bytes_out=n("bytes_out"),
+            quarantined_by_reason={r: reasons[r] for r in rules.REASONS if reasons.get(r)},
+            interrupted=bool(raw.get("interrupted", False)),
+        )
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{r} {n}" for r, n in self.quarantined_by_reason.items())
+        return (
+            f"days built {self.days} (unchanged {self.days_skipped}), raw objects {self.objects}, "
+            f"lines {self.lines}, rows {self.rows}, quarantined {self.quarantined}"
+            + (f" ({reasons})" if reasons else "")
+            + f", duplicates dropped {self.duplicates}, files {self.files}"
+        )
+
+
+def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt_s: float) -> str:
+    rate = (now.get("lines", 0) - prev.get("lines", 0)) / dt_s
+    return (
+        f"days {now.get('days', 0):4.0f} | objects {now.get('objects', 0):7.0f} | "
+        f"MB in {now.get('bytes_in', 0) / 1e6:8.1f} | rows {now.get('rows', 0):10.0f} | "
+        f"quarantined {now.get('quarantined', 0):7.0f} | lines/s {rate:9.0f}"
+    )
+
+
+def _check_day(flag: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r}: expected a date as YYYY-MM-DD") from None
+    return value
+
+
+def transform(
+    input: str | None = None,
+    output: str | None = None,
+    *,
+    engine: str | None = None,
+    date: str | None = None,
+    since: str | None = None,
+    full: bool = False,
+    config: Config | None = None,
+    status: Callable[[Mapping[str, float]], None] | None = None,
+) -> TransformStats:
+    """Builds ``processed.data/`` from ``raw.data/`` and returns the counts.
+
+    Args:
+        input: where ``raw.data/`` lives (``s3://bucket/prefix`` or ``file:///path``);
+            default ``[transform] input``.
+        output: where ``processed.data/`` and ``quarantine.data/`` go; default ``[transform] output``.
+        engine: ``rust`` (default) or ``spark``.
+        date: only this UTC day (``YYYY-MM-DD``).
+        since: only this day and later ones.
+        full: rebuild the selected days even when their raw objects did not change.
+        config: settings to start from (default: :func:`stockpipe.load_config`).
+        status: called about once a second with the counters (Rust engine).
+    """
+    cfg = config if config is not None else load_config()
+    tc = dataclasses.replace(
+        cfg.transform,
+        input=input if input is not None else cfg.transform.input,
+        output=output if output is not None else cfg.transform.output,
+        engine=engine if engine is not None else cfg.transform.engine,
+    )
+    for key in ("input", "output"):
+        if not getattr(tc, key).startswith(("s3://", "file://")):
+            raise ConfigError(f"[transform] {key} = {getattr(tc, key)!r}: expected s3://bucket/prefix or file:///path")
+    date, since = _check_day("--date", date), _check_day("--since", since)
+    if tc.engine == "spark":
+        from stockpipe import spark_etl
+
+        counts = spark_etl.run_local(tc, cfg.s3, date=date, since=since, full=full)
+        return TransformStats.from_counts("spark", counts)
+    if tc.engine != "rust":
+        raise ConfigError(f"[transform] engine = {tc.engine!r}: expected rust or spark")
+
+    import json
+
+    from stockpipe import _native
+
+    data = dataclasses.asdict(tc)
+    raw = _native.run_transform(
+        json.dumps({k: data[k] for k in RUST_TRANSFORM_KEYS}),
+        cfg.section_json("s3"),
+        rules.spec_json(),
+        date=date,
+        since=since,
+        full=full,
+        status=status,
+    )
+    return TransformStats.from_counts("rust", raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stockpipe.etl``, the same as ``stockpipe etl``."""
+    from stockpipe.cli import main as cli_main
+
+    return cli_main(["etl", *(sys.argv[1:] if argv is None else argv)], prog="python -m stockpipe.etl")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -114,6 +114,22 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the counts as JSON on stdout")
     p.set_defaults(handler=cmd_etl)
 
+    text = "load processed.data/ Parquet into stock_prices (DuckDB by default, or Redshift); rerunnable"
+    p = sub.add_parser("load", help=text, description=text)
+    _add_sections(p, ["warehouse", "s3"])
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="only this UTC day")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="only this day and later ones")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON on stdout")
+    p.set_defaults(handler=cmd_load)
+
+    from stockpipe.warehouse import ANALYTICS
+
+    text = "run an analytics query (by name) or any SQL in the Redshift dialect against the warehouse"
+    p = sub.add_parser("query", help=text, description=text, epilog=f"queries: {', '.join(ANALYTICS)}")
+    p.add_argument("sql", metavar="NAME|SQL", help="a query name (see below) or SQL text")
+    _add_sections(p, ["warehouse", "s3"])
+    p.set_defaults(handler=cmd_query)
+
     p = sub.add_parser("glue", help="AWS Glue: catalog tables and crawler, the transform job")
     gsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     gsub.required = True
@@ -294,6 +310,26 @@ def cmd_etl(args: argparse.Namespace, cfg: Config) -> int:
     if args.json:
         print(json.dumps(dataclasses.asdict(stats)))
     return 130 if stats.interrupted else 0
+
+
+def cmd_load(args: argparse.Namespace, cfg: Config) -> int:
+    import dataclasses
+
+    from stockpipe.etl import _check_day
+    from stockpipe.warehouse import load
+
+    stats = load(date=_check_day("--date", args.date), since=_check_day("--since", args.since), config=cfg)
+    print(f"load ({stats.warehouse}): {stats.summary()}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(stats)))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace, cfg: Config) -> int:
+    from stockpipe.warehouse import query
+
+    print(query(args.sql, config=cfg).format(cfg.warehouse.format))
+    return 0
 
 
 def cmd_glue_setup(args: argparse.Namespace, cfg: Config) -> int:

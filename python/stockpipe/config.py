@@ -180,9 +180,16 @@ class GlueSettings:
 class WarehouseSettings:
     """``[warehouse]``: where processed data is loaded and queried."""
 
-    warehouse: str = _opt("duckdb://./stockpipe-data/stockpipe.duckdb", "duckdb:///path or redshift://...")
+    warehouse: str = _opt(
+        "duckdb://./stockpipe-data/stockpipe.duckdb",
+        "duckdb:///path, redshift://WORKGROUP/DATABASE (Data API) or redshift://USER:PASSWORD@HOST:PORT/DATABASE",
+    )
+    input: str | None = _opt(None, "lake holding processed.data/ (default: [transform] output)")
     iam_role: str | None = _opt(None, "IAM role ARN Redshift COPY assumes")
-    format: str = _opt("table", "table, csv or json")
+    schema: str = _opt("public", "Redshift schema of stock_prices")
+    region: str | None = _opt(None, "region of the Redshift Data API (default: [s3] region)", flag="--redshift-region")
+    poll_seconds: float = _opt(1.0, "seconds between Redshift statement status checks")
+    format: str = _opt("table", "output of stockpipe query: table, csv or json")
 
 
 @dataclass(kw_only=True)
@@ -501,6 +508,7 @@ def validate(cfg: Config) -> None:
         ("transform", "rows_per_file"),
         ("glue", "workers"),
         ("glue", "poll_seconds"),
+        ("warehouse", "poll_seconds"),
     ]
     for section, key in positive:
         if getattr(getattr(cfg, section), key) <= 0:
@@ -523,6 +531,10 @@ def validate(cfg: Config) -> None:
         _fail(cfg, "glue", "source", "expected catalog or s3")
     if cfg.glue.lake is not None and not cfg.glue.lake.startswith("s3://"):
         _fail(cfg, "glue", "lake", "expected s3://bucket/prefix")
+    if cfg.warehouse.format not in ("table", "csv", "json"):
+        _fail(cfg, "warehouse", "format", "expected table, csv or json")
+    if not cfg.warehouse.warehouse.startswith(("duckdb://", "redshift://")):
+        _fail(cfg, "warehouse", "warehouse", "expected duckdb:///path or redshift://WORKGROUP/DATABASE")
     if cfg.transform.engine not in ("rust", "spark"):
         _fail(cfg, "transform", "engine", "expected rust or spark")
     for section, key in [("sink", "output"), ("transform", "input"), ("transform", "output")]:

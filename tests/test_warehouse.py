@@ -1,0 +1,296 @@
+"""Warehouse: idempotent DuckDB loads, the analytics queries on a small hand-checked data set, the
+Redshift SQL (parsed as Redshift) and the exact Data API requests of a Redshift load."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stockpipe import load_config, warehouse
+from stockpipe.exceptions import ConfigError, WarehouseError
+
+from .conftest import Stack, cli
+from .transform_helpers import write_raw
+
+D = dt.date(2024, 1, 2)
+
+
+def ts(hh: int, mm: int, ss: int) -> int:
+    return int(dt.datetime(2024, 1, 2, hh, mm, ss, tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+
+#: (symbol, price, volume, time, partition, offset): small enough to check every query by hand.
+TRADES = [
+    ("A", "10.0", 1, ts(10, 0, 5), 0, 0),
+    ("A", "12.0", 3, ts(10, 0, 30), 0, 1),
+    ("A", "11.0", 1, ts(10, 0, 50), 0, 2),
+    ("A", "11.5", 2, ts(10, 1, 10), 0, 3),
+    ("A", "13.0", 2, ts(10, 3, 0), 0, 4),
+    ("B", "100", 1, ts(10, 0, 0), 1, 0),
+    ("B", "90", 1, ts(10, 0, 40), 1, 1),
+]
+
+
+def fixed_lake(root: Path) -> Path:
+    folder = root / "raw.data/year=2024/month=01/day=02"
+    folder.mkdir(parents=True)
+    lines = [
+        f'{{"symbol":"{s}","price":{p},"volume":{v},"trade_ts":{t},"conditions":["1"],"received_ts":{t + 2},'
+        f'"source":"finnhub","schema_version":1,"kafka_partition":{kp},"kafka_offset":{ko}}}'
+        for s, p, v, t, kp, ko in TRADES
+    ]
+    (folder / "stock-data+0+0-6.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = load_config(env={}, use_default_file=False)
+    cfg.transform = dataclasses.replace(cfg.transform, input=f"file://{root}", output=f"file://{root}")
+    import stockpipe
+
+    assert stockpipe.transform(config=cfg).rows == len(TRADES)
+    return root
+
+
+@pytest.fixture
+def fixed_db(tmp_path: Path) -> str:
+    lake = fixed_lake(tmp_path / "lake")
+    uri = f"duckdb://{tmp_path}/fixed.duckdb"
+    stats = warehouse.load(f"file://{lake}", uri, config=load_config(env={}, use_default_file=False))
+    assert (stats.inserted, stats.updated, stats.total_rows) == (len(TRADES), 0, len(TRADES))
+    return uri
+
+
+def q(name: str, uri: str) -> list[tuple[Any, ...]]:
+    return warehouse.query(name, uri, config=load_config(env={}, use_default_file=False)).rows
+
+
+def at(hh: int, mm: int) -> dt.datetime:
+    return dt.datetime(2024, 1, 2, hh, mm)
+
+
+def dec(x: str) -> Decimal:
+    return Decimal(x).quantize(Decimal("1e-8"))
+
+
+def test_ohlcv_bars(fixed_db: str) -> None:
+    assert q("ohlcv_minute", fixed_db) == [
+        ("A", at(10, 0), dec("10"), dec("12"), dec("10"), dec("11"), 5.0, 3, 11.4),
+        ("A", at(10, 1), dec("11.5"), dec("11.5"), dec("11.5"), dec("11.5"), 2.0, 1, 11.5),
+        ("A", at(10, 3), dec("13"), dec("13"), dec("13"), dec("13"), 2.0, 1, 13.0),
+        ("B", at(10, 0), dec("100"), dec("100"), dec("90"), dec("90"), 2.0, 2, 95.0),
+    ]
+    # Over the hour: 106 / 9 = 11.777…
+    hour = [("A", at(10, 0), dec("10"), dec("13"), dec("10"), dec("13"), 9.0, 5, 11.77777778)]
+    hour.append(("B", at(10, 0), dec("100"), dec("100"), dec("90"), dec("90"), 2.0, 2, 95.0))
+    assert q("ohlcv_hour", fixed_db) == hour
+    assert q("ohlcv_day", fixed_db) == [(s, at(0, 0), *rest) for s, _, *rest in hour]
+
+
+def test_vwap_moving_average_volatility(fixed_db: str) -> None:
+    assert q("vwap", fixed_db) == [
+        ("A", at(0, 0), 11.77777778, 11.5, 9.0, 5),
+        ("B", at(0, 0), 95.0, 95.0, 2.0, 2),
+    ]
+    assert q("moving_average", fixed_db) == [
+        ("A", at(10, 0), 11.0, 11.0, 11.0),
+        ("A", at(10, 1), 11.5, 11.25, 11.25),
+        ("A", at(10, 3), 13.0, 11.83333333, 11.83333333),
+        ("B", at(10, 0), 90.0, 90.0, 90.0),
+    ]
+    r1, r2 = math.log(11.5 / 11), math.log(13 / 11.5)
+    vol = q("volatility", fixed_db)
+    assert [(s, d, n) for s, d, n, _ in vol] == [("A", at(0, 0), 2), ("B", at(0, 0), 0)]
+    assert vol[0][3] == pytest.approx(abs(r1 - r2) / math.sqrt(2), abs=1e-9)
+    assert vol[1][3] is None
+
+
+def test_top_movers_and_gaps(fixed_db: str) -> None:
+    assert q("top_movers", fixed_db) == [
+        ("A", dec("10"), dec("13"), 30.0),
+        ("B", dec("100"), dec("90"), -10.0),
+    ]
+    assert q("gaps", fixed_db) == [
+        ("A", dt.datetime(2024, 1, 2, 10, 1, 10), dt.datetime(2024, 1, 2, 10, 3), 110),
+    ]
+
+
+def test_loading_the_same_parquet_twice_keeps_the_row_count(tmp_path: Path) -> None:
+    import stockpipe
+
+    raw = write_raw(tmp_path, clean_per_day=2000, objects_per_day=3)
+    uri = f"file://{tmp_path}"
+    cfg = load_config(env={}, use_default_file=False)
+    cfg.transform = dataclasses.replace(cfg.transform, input=uri, output=uri)
+    stockpipe.transform(config=cfg)
+    db = f"duckdb://{tmp_path}/w.duckdb"
+    first = json.loads(cli("load", "--input", uri, "--warehouse", db, "--json").stdout)
+    assert (first["inserted"], first["updated"], first["total_rows"]) == (raw.clean, 0, raw.clean)
+    second = json.loads(cli("load", "--input", uri, "--warehouse", db, "--json").stdout)
+    assert (second["inserted"], second["updated"], second["total_rows"]) == (0, raw.clean, raw.clean)
+    one_day = json.loads(cli("load", "--input", uri, "--warehouse", db, "--date", "2024-03-09", "--json").stdout)
+    assert one_day["files"] == 1 and one_day["total_rows"] == raw.clean
+    out = cli("query", "select count(*) as n from stock_prices", "--warehouse", db, "--format", "json").stdout
+    assert json.loads(out) == {"n": raw.clean}
+    csv = cli("query", "vwap", "--warehouse", db, "--format", "csv").stdout.splitlines()
+    assert csv[0] == "symbol,day,vwap,avg_price,volume,trades" and len(csv) > 2
+
+
+def test_query_and_load_errors_are_one_line(tmp_path: Path) -> None:
+    for args, text in [
+        (
+            ["query", "nope", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"],
+            "unknown query 'nope': expected SQL or one",
+        ),
+        (["query", "vwap", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"], "no DuckDB warehouse"),
+        (["query", "nope", "--warehouse", "postgres://x"], "expected duckdb:///path or redshift://"),
+        (
+            ["load", "--input", f"file://{tmp_path}", "--warehouse", "redshift://stockpipe-wg/dev"],
+            "Redshift COPY reads from S3",
+        ),
+        (
+            ["load", "--input", "s3://b/p", "--warehouse", "redshift://stockpipe-wg/dev"],
+            "[warehouse] iam_role is not set",
+        ),
+    ]:
+        done = cli(*args, check=False)
+        assert done.returncode == 2, (args, done.stderr)
+        assert text in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "gaps, moving_average" in cli("query", "--help").stdout
+
+
+# ---------------------------------------------------------------- Redshift
+
+
+def test_every_statement_parses_as_redshift_sql() -> None:
+    import sqlglot
+
+    statements = warehouse.load_statements(
+        schema="public", manifest="s3://b/_loads/m.json", iam_role="arn:aws:iam::1:role/r"
+    )
+    assert [s.split()[0].upper() for s in statements] == ["CREATE", "CREATE", "COPY", "SELECT", "MERGE", "DROP"]
+    for sql in statements + [warehouse.analytics_sql(n) for n in warehouse.ANALYTICS]:
+        parsed = sqlglot.parse(sql, read="redshift", error_level=sqlglot.ErrorLevel.RAISE)
+        assert len(parsed) == 1 and parsed[0] is not None, sql
+    create = sqlglot.parse_one(statements[0], read="redshift")
+    cols = [(c.name, c.args["kind"].sql("redshift")) for c in create.find_all(sqlglot.exp.ColumnDef)]
+    assert cols == [
+        ("symbol", "VARCHAR(64)"),
+        ("price", "DECIMAL(18, 8)"),
+        ("volume", "DOUBLE PRECISION"),
+        ("trade_ts", "TIMESTAMP"),
+        ("conditions", "VARCHAR(512)"),
+        ("received_ts", "TIMESTAMP"),
+        ("source", "VARCHAR(64)"),
+        ("kafka_partition", "INTEGER"),
+        ("kafka_offset", "BIGINT"),
+    ]
+    from stockpipe import rules
+
+    assert [c[0] for c in cols] == [c[0] for c in rules.COLUMNS], "Redshift COPY maps Parquet columns by position"
+    assert "DISTKEY (kafka_offset)" in statements[0] and "COMPOUND SORTKEY (trade_ts, symbol)" in statements[0]
+    assert "FORMAT AS PARQUET MANIFEST" in statements[2]
+
+
+def _lake_on_s3(stack: Stack, tmp_path: Path) -> tuple[str, Any]:
+    import stockpipe
+
+    write_raw(tmp_path, clean_per_day=200, objects_per_day=2)
+    s3 = stack.s3()
+    bucket, prefix = "kafka.stock.market.project", f"rs-{dt.datetime.now().timestamp():.0f}-{id(tmp_path)}"
+    lake = f"s3://{bucket}/{prefix}"
+    cfg = load_config(env=stack.env, use_default_file=False)
+    local = f"file://{tmp_path}"
+    cfg.transform = dataclasses.replace(cfg.transform, input=local, output=local)
+    stockpipe.transform(config=cfg)
+    for f in sorted((tmp_path / "processed.data").rglob("*.parquet")):
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{f.relative_to(tmp_path)}", Body=f.read_bytes())
+    return lake, s3
+
+
+def test_redshift_load_sends_exactly_these_requests(stack: Stack, tmp_path: Path) -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    lake, s3 = _lake_on_s3(stack, tmp_path)
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.warehouse.iam_role = "arn:aws:iam::123456789012:role/redshift-copy"
+    cfg.warehouse.poll_seconds = 0.0
+    client = boto3.client("redshift-data", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    bucket, prefix = lake[5:].split("/", 1)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/processed.data/")["Contents"]]
+    files = [warehouse._File(f"s3://{bucket}/{k}", s3.head_object(Bucket=bucket, Key=k)["ContentLength"]) for k in keys]
+    import hashlib
+
+    digest = hashlib.sha256(warehouse.manifest_json(sorted(files, key=lambda f: f.uri))).hexdigest()[:16]
+    manifest = f"s3://{bucket}/{prefix}/_loads/manifest-{digest}.json"
+    sqls = warehouse.load_statements(schema="public", manifest=manifest, iam_role=cfg.warehouse.iam_role)
+    where = {"WorkgroupName": "stockpipe-wg", "Database": "dev"}
+    subs = [{"Id": f"b1:{i + 1}", "Status": "FINISHED", "QueryString": s} for i, s in enumerate(sqls)]
+    subs[2]["ResultRows"] = 410  # COPY
+    subs[4]["ResultRows"] = 410  # MERGE: 300 already there, 110 new
+    with Stubber(client) as stub:
+        stub.add_response(
+            "batch_execute_statement", {"Id": "b1"}, {"Sqls": sqls, "StatementName": "stockpipe-load", **where}
+        )
+        stub.add_response("describe_statement", {"Id": "b1", "Status": "STARTED"}, {"Id": "b1"})
+        stub.add_response("describe_statement", {"Id": "b1", "Status": "FINISHED", "SubStatements": subs}, {"Id": "b1"})
+        stub.add_response(
+            "get_statement_result",
+            {"Records": [[{"longValue": 300}]], "ColumnMetadata": [{"name": "matched"}]},
+            {"Id": "b1:4"},
+        )
+        stub.add_response(
+            "execute_statement", {"Id": "c1"}, {"Sql": "SELECT COUNT(*) FROM public.stock_prices", **where}
+        )
+        stub.add_response("describe_statement", {"Id": "c1", "Status": "FINISHED"}, {"Id": "c1"})
+        stub.add_response(
+            "get_statement_result",
+            {"Records": [[{"longValue": 5410}]], "ColumnMetadata": [{"name": "count"}]},
+            {"Id": "c1"},
+        )
+        stats = warehouse.load(lake, "redshift://stockpipe-wg/dev", config=cfg, redshift_data_client=client)
+        stub.assert_no_pending_responses()
+    assert (stats.files, stats.rows_in, stats.inserted, stats.updated, stats.total_rows) == (2, 410, 110, 300, 5410)
+    body = json.loads(s3.get_object(Bucket=bucket, Key=manifest.split(f"{bucket}/", 1)[1])["Body"].read())
+    assert [e["url"] for e in body["entries"]] == sorted(f.uri for f in files)
+    assert all(e["mandatory"] and e["meta"]["content_length"] > 0 for e in body["entries"])
+
+    # A failed COPY reports the lines of sys_load_error_detail.
+    failed = [dict(s, Status="FAILED", Error="Load into table failed") if s["Id"] == "b1:3" else s for s in subs]
+    with Stubber(client) as stub:
+        stub.add_response(
+            "batch_execute_statement", {"Id": "b2"}, {"Sqls": sqls, "StatementName": "stockpipe-load", **where}
+        )
+        stub.add_response("describe_statement", {"Id": "b2", "Status": "FAILED", "SubStatements": failed}, {"Id": "b2"})
+        stub.add_response("execute_statement", {"Id": "e1"}, None)
+        stub.add_response("describe_statement", {"Id": "e1", "Status": "FINISHED"}, {"Id": "e1"})
+        line = [{"stringValue": "s3://b/x.parquet"}, {"longValue": 1}, {"stringValue": "price"}, {"longValue": 1216}]
+        line.append({"stringValue": "Invalid digit"})
+        stub.add_response("get_statement_result", {"Records": [line]}, {"Id": "e1"})
+        with pytest.raises(WarehouseError) as err:
+            warehouse.load(lake, "redshift://stockpipe-wg/dev", config=cfg, redshift_data_client=client)
+    assert "Load into table failed" in str(err.value)
+    assert "s3://b/x.parquet | 1 | price | 1216 | Invalid digit" in str(err.value)
+
+
+def test_redshift_errors_name_the_fix() -> None:
+    from botocore.stub import Stubber
+
+    cfg = load_config(env={}, use_default_file=False)
+    target = warehouse._target("redshift://stockpipe-wg/dev?region=eu-west-9")
+    import boto3
+
+    client = boto3.client("redshift-data", region_name="eu-west-9", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "execute_statement", "ValidationException", "Workgroup stockpipe-wg not found.", expected_params=None
+        )
+        with pytest.raises(WarehouseError, match=r"region 'eu-west-9': check \[warehouse\] region"):
+            warehouse.RedshiftData(cfg, target, client).run("SELECT 1")
+    with pytest.raises(ConfigError, match="redshift://WORKGROUP/DATABASE"):
+        warehouse._target("redshift:///dev")
+    assert "***" in str(pytest.raises(ConfigError, warehouse._target, "redshift://u:secret@h/").value)

@@ -26,8 +26,8 @@ build: venv  ## build the Rust extension into the virtualenv (release)
 lint: build  ## cargo fmt, clippy, ruff, mypy (and the stub against the built module)
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
-	ruff check python tests
-	ruff format --check python tests
+	ruff check python tests glue
+	ruff format --check python tests glue
 	mypy
 	python -m mypy.stubtest stockpipe._native
 

@@ -23,8 +23,25 @@ def test_demo_counts_agree_at_every_stage(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     sent = int(re.search(r"trades sent by the simulator\s*: (\d+)", done.stdout).group(1))  # type: ignore[union-attr]
     acked = int(re.search(r"acknowledged by Kafka\s*: (\d+)", done.stdout).group(1))  # type: ignore[union-attr]
-    raw = int(re.search(r"raw JSONL objects\s*: (\d+)", done.stdout).group(1))  # type: ignore[union-attr]
-    assert sent == acked == raw > 0
+
+    def count(label: str) -> int:
+        return int(re.search(label + r"\s*: (\d+)", done.stdout).group(1))  # type: ignore[union-attr]
+
+    raw, parquet, quarantined = (
+        count("raw JSONL objects"),
+        count(r"rows in Parquet \(processed.data/\)"),
+        count("quarantined by the cleaning rules"),
+    )
+    assert sent == acked == count("read back from Kafka") == raw > 0
+    assert parquet + quarantined + count("duplicates dropped") == raw
+    assert count("rows in DuckDB stock_prices") == parquet
     lines = sum(len(p.read_bytes().splitlines()) for p in (tmp_path / "stockpipe-data").rglob("*.jsonl"))
     assert lines == raw
-    assert "[1/4]" in done.stderr and "[4/4]" in done.stderr
+    import duckdb
+
+    (db,) = (tmp_path / "stockpipe-data").rglob("stockpipe.duckdb")
+    assert duckdb.connect(str(db), read_only=True).execute("select count(*) from stock_prices").fetchone() == (parquet,)
+    (chart,) = (tmp_path / "stockpipe-data").rglob("prices.png")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "last minute bars of" in done.stdout and "| open" in done.stdout
+    assert "[1/6]" in done.stderr and "[6/6]" in done.stderr

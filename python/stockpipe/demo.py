@@ -1,13 +1,15 @@
 """``stockpipe demo``: the pipeline end to end on the embedded defaults.
 
 It starts a throwaway dev stack (its own home and ports, removed afterwards), the Finnhub
-simulator (or the real feed when ``FINNHUB_API_KEY`` is set), the producer and the sink, then
-prints the counts of every stage so they can be checked against each other.
+simulator (or the real feed when ``FINNHUB_API_KEY`` is set), the producer, the sink, the Rust
+transform and the DuckDB load, then prints the counts of every stage so they can be checked
+against each other, a table of minute bars, and writes a chart.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import sys
 import threading
@@ -32,8 +34,35 @@ def _count_lines(root: Path) -> tuple[int, int]:
     return objects, lines
 
 
+SECONDS_SQL = (
+    "SELECT symbol, DATE_TRUNC('second', trade_ts) AS second, AVG(CAST(price AS DOUBLE PRECISION)) AS price, "
+    "SUM(volume) AS volume FROM stock_prices GROUP BY symbol, DATE_TRUNC('second', trade_ts) ORDER BY symbol, second"
+)
+
+
+def _chart(per_second: object, path: Path) -> None:
+    """Each symbol's price (% from its first second) and volume per second, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = per_second.to_pandas()  # type: ignore[attr-defined]
+    fig, axes = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for symbol, b in df.groupby("symbol"):
+        price = b.price.astype(float)
+        axes[0].plot(b.second, 100 * (price / price.iloc[0] - 1), label=symbol)
+        axes[1].plot(b.second, b.volume, alpha=0.7)
+    axes[0].set_ylabel("price, % from first second")
+    axes[0].legend(loc="upper left")
+    axes[1].set_ylabel("volume / s")
+    fig.suptitle("stockpipe demo: trades loaded into DuckDB")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
-    """Runs simulator → producer → Kafka → sink → local files for ``seconds`` and reports counts."""
+    """Runs simulator → producer → Kafka → sink → Parquet → DuckDB for ``seconds`` and reports."""
     from stockpipe._status import StatusLine
     from stockpipe.consumer import Sink
     from stockpipe.dev import stack
@@ -45,7 +74,7 @@ def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
         shutil.rmtree(home)
     cfg.dev = dataclasses.replace(cfg.dev, home=str(home), kafka_port=19092, s3_port=19000, brokers=1)
     output = Path("stockpipe-data") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    _say(f"[1/4] starting a local stack (Kafka KRaft + S3) under {home} ...")
+    _say(f"[1/6] starting a local stack (Kafka KRaft + S3) under {home} ...")
     state = stack.up(cfg, say=_say)
     try:
         cfg.kafka.bootstrap_servers = state["bootstrap_servers"]
@@ -70,15 +99,18 @@ def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
                 _say("the simulator did not start")
                 return 1
             cfg.finnhub.ws_url, cfg.finnhub.api_key = f"ws://{address[0]}", "demo"
+            # The simulator stops first on purpose; the client's reconnect attempts after it are expected.
+            logging.getLogger("stockpipe.source.client").setLevel(logging.ERROR)
             cfg.finnhub.symbols = list(sim.symbols)
-            _say(f"[2/4] simulator on ws://{address[0]} ({sim.rate:.0f} trades/s); producing for {seconds:.0f}s ...")
+            _say(f"[2/6] simulator on ws://{address[0]} ({sim.rate:.0f} trades/s); producing for {seconds:.0f}s ...")
         else:
-            _say(f"[2/4] streaming the real Finnhub feed for {seconds:.0f}s ...")
+            _say(f"[2/6] streaming the real Finnhub feed for {seconds:.0f}s ...")
         cfg.sink.output = f"file://{output.resolve()}"
         cfg.sink.batch_seconds = 2.0
         cfg.kafka.group_id = f"stockpipe-demo-{int(time.time())}"
         sink = Sink(cfg)
-        sink_thread = threading.Thread(target=lambda: sink.run(duration=seconds + 12), daemon=True)
+        sink_stats: list[object] = []
+        sink_thread = threading.Thread(target=lambda: sink_stats.append(sink.run(duration=seconds + 12)), daemon=True)
         sink_thread.start()
         line = StatusLine(format_status)
         try:
@@ -87,18 +119,59 @@ def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
             line.close()
         if thread is not None:
             thread.join(timeout=15)
-        _say("[3/4] the sink writes the last batches ...")
+        _say("[3/6] the sink writes the last batches ...")
         sink_thread.join(timeout=seconds + 60)
         objects, lines = _count_lines(output)
-        _say("[4/4] report")
+        read_back = int(getattr(sink_stats[0], "records_in", -1)) if sink_stats else -1
+
+        from stockpipe.etl import transform
+        from stockpipe.warehouse import load, query
+
+        lake = f"file://{output.resolve()}"
+        _say("[4/6] raw JSONL → Parquet (Rust engine) ...")
+        cfg.transform = dataclasses.replace(cfg.transform, input=lake, output=lake)
+        etl = transform(config=cfg)
+        db = output / "stockpipe.duckdb"
+        warehouse = f"duckdb://{db.resolve()}"
+        _say(f"[5/6] loading DuckDB {db} ...")
+        loaded = load(lake, warehouse, config=cfg)
+        bars = query("ohlcv_minute", warehouse, config=cfg)
+        chart = output / "prices.png"
+        _chart(query(SECONDS_SQL, warehouse, config=cfg), chart)
+
+        _say("[6/6] report")
+        sent = int(sim_stats.get("trades_sent", 0))
         if not live:
-            print(f"trades sent by the simulator    : {sim_stats.get('trades_sent', 0):.0f}")
-        print(f"trades acknowledged by Kafka    : {stats.acked}")
-        print(f"records in raw JSONL objects    : {lines} in {objects} objects under {output}/raw.data/")
-        print(f"dead letters                    : {stats.dead_letters}")
-        print("not built yet: the Parquet transform, the warehouse load and the charts")
-        print("explore: stockpipe --help, python -m stockpipe.producer --help, python -m stockpipe.consumer --help")
-        ok = stats.failed == 0 and lines == stats.acked and (live or stats.acked == sim_stats.get("trades_sent", 0))
+            print(f"trades sent by the simulator       : {sent}")
+        print(f"trades acknowledged by Kafka       : {stats.acked}")
+        print(f"records read back from Kafka       : {read_back}")
+        print(f"records in raw JSONL objects       : {lines} in {objects} objects under {output}/raw.data/")
+        print(f"rows in Parquet (processed.data/)  : {etl.rows} in {etl.files} files")
+        print(f"quarantined by the cleaning rules  : {etl.quarantined}")
+        print(f"duplicates dropped                 : {etl.duplicates}")
+        print(f"rows in DuckDB stock_prices        : {loaded.total_rows}")
+        print(f"dead letters                       : {stats.dead_letters}")
+        print()
+        busiest = max({r[0] for r in bars.rows}, key=lambda s: sum(r[7] for r in bars.rows if r[0] == s), default="")
+        from stockpipe.warehouse import Result
+
+        recent = Result(bars.columns, [r for r in bars.rows if r[0] == busiest][-5:])
+        print(f"last minute bars of {busiest}:")
+        print(recent.format("table"))
+        print()
+        print(f"chart: {chart}")
+        print("explore further:")
+        print(f"  stockpipe query ohlcv_hour --warehouse {warehouse}")
+        print(f"  stockpipe query top_movers --warehouse {warehouse} --format csv")
+        print(f"  STOCKPIPE_WAREHOUSE_WAREHOUSE={warehouse} jupyter lab notebooks/analytics.ipynb")
+        print("  stockpipe --help")
+        ok = (
+            stats.failed == 0
+            and lines == stats.acked == read_back
+            and (live or stats.acked == sent)
+            and etl.rows + etl.quarantined + etl.duplicates == lines
+            and loaded.total_rows == etl.rows
+        )
         if not ok:
             print("the counts of the stages do not agree", file=sys.stderr)
         return 0 if ok else 1

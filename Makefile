@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 PYTEST_ARGS ?=
+# One cargo target dir for every clone on this machine, beside the other caches: a fresh clone
+# builds incrementally once the machine has built stockpipe before.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/stockpipe/target
 
 .PHONY: help venv build lint fmt test test-rust test-python demo clean
 
@@ -33,8 +36,8 @@ lint: build  ## cargo fmt, clippy, ruff, mypy (and the stub against the built mo
 
 fmt: venv  ## format Rust and Python
 	cargo fmt
-	ruff format python tests
-	ruff check --fix python tests
+	ruff format python tests glue
+	ruff check --fix python tests glue
 
 test-rust:  ## Rust unit, property and fuzz-style tests
 	cargo test --release --quiet

@@ -20,6 +20,63 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
 
+/// A fast, non-cryptographic hasher for the (partition, offset) de-duplication set.
+#[derive(Default)]
+struct Fx(u64);
+
+impl std::hash::Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(n as u32 as u64);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+}
+
+type FxSet<T> = HashSet<T, std::hash::BuildHasherDefault<Fx>>;
+
+/// Sorts rows by the rule set's sort key (symbol, trade_ts, kafka_partition, kafka_offset)
+/// through integer keys: symbols are ranked once, so the sort compares numbers, not strings.
+fn sort_rows(rows: Vec<Row>) -> Vec<Row> {
+    let mut symbols: Vec<&str> = rows.iter().map(|r| r.symbol.as_str()).collect();
+    symbols.sort_unstable();
+    symbols.dedup();
+    let rank: HashMap<&str, u32> = symbols
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, i as u32))
+        .collect();
+    let mut keys: Vec<(u32, i64, i32, i64, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                rank[r.symbol.as_str()],
+                r.trade_ts,
+                r.kafka_partition,
+                r.kafka_offset,
+                i as u32,
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    let mut slots: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
+    keys.into_iter()
+        .map(|k| slots[k.4 as usize].take().expect("each row once"))
+        .collect()
+}
+
 /// Which raw days to look at.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -116,10 +173,12 @@ fn manifest_key(cfg: &TransformConfig, day: Day) -> String {
 }
 
 /// The result of reading one raw object.
-struct Parsed {
-    rows: Vec<Row>,
-    quarantined: Vec<(Reason, String)>,
-    lines: u64,
+#[derive(Debug)]
+pub struct Parsed {
+    pub rows: Vec<Row>,
+    pub quarantined: Vec<(Reason, String)>,
+    /// Non-blank lines read (rows + quarantined).
+    pub lines: u64,
 }
 
 fn decompress(key: &str, body: Vec<u8>) -> Result<Vec<u8>> {
@@ -134,8 +193,10 @@ fn decompress(key: &str, body: Vec<u8>) -> Result<Vec<u8>> {
     }
 }
 
-fn parse_object(key: &str, body: Vec<u8>, day: Day) -> Result<Parsed> {
+/// Reads one raw object (plain or gzip JSONL) of the raw partition `day` through the rules.
+pub fn parse_object(key: &str, body: Vec<u8>, day: Day) -> Result<Parsed> {
     let text = decompress(key, body)?;
+    let bounds = Some(rules::day_bounds(day));
     let mut out = Parsed {
         rows: Vec::with_capacity(text.len() / 200),
         quarantined: Vec::new(),
@@ -146,7 +207,7 @@ fn parse_object(key: &str, body: Vec<u8>, day: Day) -> Result<Parsed> {
             continue;
         }
         out.lines += 1;
-        match rules::clean(line, Some(day)) {
+        match rules::clean_within(line, bounds) {
             Ok(row) => out.rows.push(row),
             Err(r) => out
                 .quarantined
@@ -181,52 +242,61 @@ pub async fn run_transform(
             days.entry(day).or_default().push(obj);
         }
     }
-    for (day, objects) in days {
-        if !selection.wants(day) {
-            continue;
-        }
-        if shutdown.is_triggered() {
-            log::info!("stopping before {}", day_iso(day));
-            break;
-        }
-        let mut inputs: Vec<Input> = objects
-            .iter()
-            .map(|o| Input {
-                key: o.key.clone(),
-                size: o.size,
-            })
-            .collect();
-        inputs.sort();
-        let mkey = manifest_key(cfg, day);
-        if !selection.full {
-            if let Some(old) = output.get(&mkey).await? {
-                if let Ok(old) = serde_json::from_slice::<Manifest>(&old) {
-                    if old.inputs == inputs && old.rules_version == rules::VERSION {
-                        metrics.incr("days_skipped");
-                        continue;
+    // Two days at a time: one day's sort and Parquet encoding overlap the next one's parsing.
+    let (props, input, output, metrics) = (&props, &input, &output, &metrics);
+    let mut results = stream::iter(days.into_iter().filter(|(day, _)| selection.wants(*day)))
+        .map(|(day, objects)| {
+            let shutdown = shutdown.clone();
+            async move {
+                if shutdown.is_triggered() {
+                    log::info!("stopping before {}", day_iso(day));
+                    return Ok(None);
+                }
+                let mut inputs: Vec<Input> = objects
+                    .iter()
+                    .map(|o| Input {
+                        key: o.key.clone(),
+                        size: o.size,
+                    })
+                    .collect();
+                inputs.sort();
+                let mkey = manifest_key(cfg, day);
+                if !selection.full {
+                    if let Some(old) = output.get(&mkey).await? {
+                        if let Ok(old) = serde_json::from_slice::<Manifest>(&old) {
+                            if old.inputs == inputs && old.rules_version == rules::VERSION {
+                                metrics.incr("days_skipped");
+                                return Ok(None);
+                            }
+                        }
                     }
                 }
+                let (manifest, reasons) =
+                    build_day(cfg, props, input, output, day, inputs, metrics).await?;
+                output
+                    .put(
+                        &mkey,
+                        serde_json::to_vec_pretty(&manifest).expect("serializable"),
+                        false,
+                    )
+                    .await?;
+                metrics.incr("days");
+                Ok::<_, Error>(Some(reasons))
             }
+        })
+        .buffer_unordered(2);
+    while let Some(done) = results.next().await {
+        if let Some(reasons) = done? {
+            for (r, n) in reasons {
+                *by_reason.entry(r).or_default() += n;
+            }
+            metrics.set_labelled(
+                "quarantined_",
+                by_reason
+                    .iter()
+                    .map(|(r, n)| (format!("quarantined_{r}"), *n)),
+            );
         }
-        let (manifest, reasons) =
-            build_day(cfg, &props, &input, &output, day, inputs, &metrics).await?;
-        for (r, n) in reasons {
-            *by_reason.entry(r).or_default() += n;
-        }
-        metrics.set_labelled(
-            "quarantined_",
-            by_reason
-                .iter()
-                .map(|(r, n)| (format!("quarantined_{r}"), *n)),
-        );
-        output
-            .put(
-                &mkey,
-                serde_json::to_vec_pretty(&manifest).expect("serializable"),
-                false,
-            )
-            .await?;
-        metrics.incr("days");
     }
     Ok(())
 }
@@ -264,7 +334,7 @@ async fn build_day(
 
     let total: usize = parsed.iter().map(|p| p.rows.len()).sum();
     let mut rows = Vec::with_capacity(total);
-    let mut seen: HashSet<(i32, i64)> = HashSet::with_capacity(total);
+    let mut seen: FxSet<(i32, i64)> = FxSet::with_capacity_and_hasher(total, Default::default());
     let mut quarantined: Vec<(Reason, String, String)> = Vec::new();
     let (mut lines, mut duplicates) = (0u64, 0u64);
     for (p, obj) in parsed.into_iter().zip(&inputs) {
@@ -291,14 +361,7 @@ async fn build_day(
     let props = props.clone();
     let rows_per_file = cfg.rows_per_file as usize;
     let files: Vec<Vec<u8>> = tokio::task::spawn_blocking(move || {
-        rows.sort_unstable_by(|a, b| {
-            (&a.symbol, a.trade_ts, a.kafka_partition, a.kafka_offset).cmp(&(
-                &b.symbol,
-                b.trade_ts,
-                b.kafka_partition,
-                b.kafka_offset,
-            ))
-        });
+        let rows = sort_rows(rows);
         rows.chunks(rows_per_file)
             .map(|chunk| parquet::write(chunk, &props))
             .collect::<std::result::Result<Vec<_>, _>>()

@@ -128,7 +128,8 @@ pub struct Row {
     pub trade_ts: i64,
     pub conditions: Option<String>,
     pub received_ts: Option<i64>,
-    pub source: Option<String>,
+    /// `finnhub` (nearly every row) is shared rather than allocated per row.
+    pub source: Option<Cow<'static, str>>,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
 }
@@ -165,31 +166,40 @@ impl<'de> Visitor<'de> for LineVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut f = Fields::default();
-        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(12);
+        // A key given twice makes the line not JSON the rules accept. Known keys are tracked in
+        // a bitmask; other keys (rare) in a small list.
+        let mut known = 0u16;
+        let mut others: Vec<Cow<'de, str>> = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if seen.contains(&key) {
-                return Err(de::Error::custom("duplicate key"));
-            }
-            let slot = match key.as_ref() {
-                "schema_version" => Some(&mut f.schema_version),
-                "kafka_partition" => Some(&mut f.kafka_partition),
-                "kafka_offset" => Some(&mut f.kafka_offset),
-                "symbol" => Some(&mut f.symbol),
-                "price" => Some(&mut f.price),
-                "trade_ts" => Some(&mut f.trade_ts),
-                "volume" => Some(&mut f.volume),
-                "conditions" => Some(&mut f.conditions),
-                "received_ts" => Some(&mut f.received_ts),
-                "source" => Some(&mut f.source),
-                _ => None,
+            let (bit, slot) = match key.as_ref() {
+                "schema_version" => (0, Some(&mut f.schema_version)),
+                "kafka_partition" => (1, Some(&mut f.kafka_partition)),
+                "kafka_offset" => (2, Some(&mut f.kafka_offset)),
+                "symbol" => (3, Some(&mut f.symbol)),
+                "price" => (4, Some(&mut f.price)),
+                "trade_ts" => (5, Some(&mut f.trade_ts)),
+                "volume" => (6, Some(&mut f.volume)),
+                "conditions" => (7, Some(&mut f.conditions)),
+                "received_ts" => (8, Some(&mut f.received_ts)),
+                "source" => (9, Some(&mut f.source)),
+                _ => (15, None),
             };
             match slot {
-                Some(slot) => *slot = Some(map.next_value::<&'de RawValue>()?),
+                Some(slot) => {
+                    if known & (1 << bit) != 0 {
+                        return Err(de::Error::custom("duplicate key"));
+                    }
+                    known |= 1 << bit;
+                    *slot = Some(map.next_value::<&'de RawValue>()?);
+                }
                 None => {
+                    if others.contains(&key) {
+                        return Err(de::Error::custom("duplicate key"));
+                    }
                     map.next_value::<IgnoredAny>()?;
+                    others.push(key);
                 }
             }
-            seen.push(key);
         }
         Ok(f)
     }
@@ -203,6 +213,11 @@ pub const MAX_DEPTH: usize = 64;
 /// and `\u` escapes of a UTF-16 surrogate that is not half of a pair. `text` is valid JSON.
 fn check_structure(text: &str) -> Result<(), Reason> {
     let b = text.as_bytes();
+    // Most lines have no escapes and too few brackets to nest deeply: nothing to check.
+    let brackets = b.iter().filter(|&&c| c == b'{' || c == b'[').count();
+    if brackets <= MAX_DEPTH && !b.contains(&b'\\') {
+        return Ok(());
+    }
     let hex = |i: usize| -> Option<u32> {
         let h = b.get(i..i + 4)?;
         u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
@@ -328,8 +343,19 @@ pub fn price(token: &str) -> Result<i64, Reason> {
             mag
         }
     };
-    // The digits D and the exponent E with value = D × 10^E, D without leading zeros.
-    let all: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
+    // The digits D and the exponent E with value = D × 10^E, D without leading zeros. Short
+    // mantissas (all real prices) use a stack buffer.
+    let mut stack = [0u8; 40];
+    let heap: Vec<u8>;
+    let n = int_part.len() + frac_part.len();
+    let all: &[u8] = if n <= stack.len() {
+        stack[..int_part.len()].copy_from_slice(int_part.as_bytes());
+        stack[int_part.len()..n].copy_from_slice(frac_part.as_bytes());
+        &stack[..n]
+    } else {
+        heap = int_part.bytes().chain(frac_part.bytes()).collect();
+        &heap
+    };
     let first = all.iter().position(|&b| b != b'0');
     let Some(first) = first else {
         return Err(Reason::NonPositivePrice); // zero, of either sign
@@ -372,10 +398,15 @@ pub fn price(token: &str) -> Result<i64, Reason> {
 }
 
 fn string_token<'a>(v: &'a RawValue) -> Option<Cow<'a, str>> {
-    if !v.get().starts_with('"') {
+    let t = v.get();
+    if !t.starts_with('"') {
         return None;
     }
-    serde_json::from_str::<Cow<'a, str>>(v.get()).ok()
+    if !t.contains('\\') {
+        // A JSON string without escapes is its own text between the quotes.
+        return Some(Cow::Borrowed(&t[1..t.len() - 1]));
+    }
+    serde_json::from_str::<Cow<'a, str>>(t).ok()
 }
 
 fn symbol(v: Option<&RawValue>) -> Result<String, Reason> {
@@ -413,16 +444,77 @@ fn conditions(v: Option<&RawValue>) -> Result<Option<String>, Reason> {
     if is_null(v) {
         return Ok(None);
     }
-    let list: Vec<Cow<str>> =
-        serde_json::from_str(v.expect("not null").get()).map_err(|_| Reason::BadConditions)?;
+    let t = v.expect("not null").get();
+    if let Some(joined) = simple_string_list(t) {
+        return joined.map(Some);
+    }
+    let list: Vec<Cow<str>> = serde_json::from_str(t).map_err(|_| Reason::BadConditions)?;
     if list.iter().any(|c| c.contains(CONDITIONS_SEPARATOR)) {
         return Err(Reason::BadConditions);
     }
     Ok(Some(list.join(CONDITIONS_SEPARATOR)))
 }
 
+/// [start, end) of a UTC day in milliseconds.
+pub fn day_bounds(day: Day) -> (i64, i64) {
+    let start = chrono::NaiveDate::from_ymd_opt(day.year, day.month, day.day)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(i64::MIN, |t| t.and_utc().timestamp_millis());
+    (start, start.saturating_add(86_400_000))
+}
+
+/// `["a","b"]` without escapes, joined, in one pass; `None` sends anything else to serde.
+fn simple_string_list(t: &str) -> Option<Result<String, Reason>> {
+    let b = t.as_bytes();
+    if b.first() != Some(&b'[') || b.contains(&b'\\') {
+        return None;
+    }
+    let ws = |i: &mut usize| {
+        while matches!(b.get(*i), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            *i += 1;
+        }
+    };
+    let mut out = String::new();
+    let mut items = 0;
+    let mut i = 1;
+    ws(&mut i);
+    if b.get(i) == Some(&b']') {
+        return (i + 1 == b.len()).then_some(Ok(out));
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = i + 1 + b[i + 1..].iter().position(|&c| c == b'"')?;
+        let item = &t[i + 1..end];
+        if item.contains(CONDITIONS_SEPARATOR) {
+            return Some(Err(Reason::BadConditions));
+        }
+        if items > 0 {
+            out.push_str(CONDITIONS_SEPARATOR);
+        }
+        out.push_str(item);
+        items += 1;
+        i = end + 1;
+        ws(&mut i);
+        match b.get(i) {
+            Some(b',') => {
+                i += 1;
+                ws(&mut i);
+            }
+            Some(b']') => return (i + 1 == b.len()).then_some(Ok(out)),
+            _ => return None,
+        }
+    }
+}
+
 /// Applies the rules to one raw line read from the raw partition `day` (when known).
 pub fn clean(line: &[u8], day: Option<Day>) -> Result<Row, Reason> {
+    clean_within(line, day.map(day_bounds))
+}
+
+/// [`clean`] with the partition day given as its [start, end) milliseconds (computed once per object).
+pub fn clean_within(line: &[u8], day: Option<(i64, i64)>) -> Result<Row, Reason> {
     let f = parse(line)?;
     if let Some(v) = f.schema_version.filter(|v| v.get() != "null") {
         if !int_token(v).is_some_and(|n| SCHEMA_VERSIONS.contains(&n)) {
@@ -454,10 +546,13 @@ pub fn clean(line: &[u8], day: Option<Day>) -> Result<Row, Reason> {
     };
     let source = match f.source.filter(|v| v.get() != "null") {
         None => None,
-        Some(v) => Some(string_token(v).ok_or(Reason::BadSource)?.into_owned()),
+        Some(v) => Some(match string_token(v).ok_or(Reason::BadSource)? {
+            s if s == "finnhub" => Cow::Borrowed("finnhub"),
+            s => Cow::Owned(s.into_owned()),
+        }),
     };
-    if let Some(day) = day {
-        if Day::from_millis(trade_ts) != day {
+    if let Some((start, end)) = day {
+        if !(start..end).contains(&trade_ts) {
             return Err(Reason::WrongPartition);
         }
     }

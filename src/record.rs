@@ -99,6 +99,14 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the UNIX epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

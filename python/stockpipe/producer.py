@@ -39,6 +39,8 @@ class ProducerStats:
     interrupted: bool
     latency_p50_ms: float | None
     latency_p99_ms: float | None
+    active_s: float | None = None
+    """Seconds from the first frame received to the last acknowledgement (the busy window)."""
 
     @classmethod
     def from_native(cls, raw: Mapping[str, float]) -> ProducerStats:
@@ -59,6 +61,9 @@ class ProducerStats:
             interrupted=bool(raw.get("interrupted", False)),
             latency_p50_ms=raw.get("latency_p50_ms"),
             latency_p99_ms=raw.get("latency_p99_ms"),
+            active_s=(raw["last_ack_unix_us"] - raw["first_frame_unix_us"]) / 1e6
+            if raw.get("last_ack_unix_us") and raw.get("first_frame_unix_us")
+            else None,
         )
 
     def summary(self) -> str:

@@ -51,6 +51,9 @@ pub fn run_producer<'py>(
         async move {
             let topics = vec![(kcfg.topic.clone(), 3), (kcfg.dlq_topic.clone(), 1)];
             ensure(&kcfg, &topics, Duration::from_secs(15)).await?;
+            let warm = producer.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || warm.warm_up(Duration::from_secs(10))).await;
             let result =
                 source::run_ingest(&fcfg, producer.clone(), metrics, shutdown, max_trades).await;
             let flush = Duration::from_secs_f64(flush_timeout_s);

@@ -19,6 +19,7 @@ pub const COUNTERS: &[&str] = &[
     "dlq",
     "dlq_acked",
     "queue_full_waits",
+    "last_ack_unix_us",
 ];
 
 const DLQ_FLAG: usize = 1 << (usize::BITS - 1);
@@ -41,6 +42,8 @@ impl ProducerContext for Tracker {
             Ok(_) if is_dlq => self.metrics.incr("dlq_acked"),
             Ok(_) => {
                 self.metrics.incr("acked");
+                self.metrics
+                    .set("last_ack_unix_us", crate::record::now_us());
                 let now = self.epoch.elapsed().as_micros() as u64;
                 self.metrics
                     .record_latency_us(now.saturating_sub((opaque & !DLQ_FLAG) as u64));
@@ -94,6 +97,18 @@ impl TradeProducer {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Connects and learns the topic's partition leaders before the first trade arrives, so
+    /// early trades do not wait for them (latency counts from a frame's arrival). Blocking.
+    pub fn warm_up(&self, timeout: Duration) {
+        if let Err(e) = self
+            .inner
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)
+        {
+            log::warn!("could not fetch the metadata of {}: {e}", self.topic);
+        }
     }
 
     /// Queues one trade record keyed by its symbol. `received` is when its frame arrived.

@@ -32,6 +32,7 @@ pub const COUNTERS: &[&str] = &[
     "reconnects",
     "silence_timeouts",
     "rate_limited",
+    "first_frame_unix_us",
 ];
 
 /// Builds the connection URL: the configured endpoint plus the `token` query parameter.
@@ -237,6 +238,9 @@ async fn stream(
         let received = Instant::now();
         match message {
             Message::Text(text) => {
+                if metrics.get("first_frame_unix_us") == 0 {
+                    metrics.set("first_frame_unix_us", crate::record::now_us());
+                }
                 metrics.incr("frames");
                 metrics.add("bytes", text.len() as u64);
                 if dedupe.is_duplicate(&text, received) {

@@ -48,7 +48,7 @@ type FxSet<T> = HashSet<T, std::hash::BuildHasherDefault<Fx>>;
 
 /// Sorts rows by the rule set's sort key (symbol, trade_ts, kafka_partition, kafka_offset)
 /// through integer keys: symbols are ranked once, so the sort compares numbers, not strings.
-fn sort_rows(rows: Vec<Row>) -> Vec<Row> {
+fn sort_rows(rows: &[Row]) -> Vec<&Row> {
     let mut symbols: Vec<&str> = rows.iter().map(|r| r.symbol.as_str()).collect();
     symbols.sort_unstable();
     symbols.dedup();
@@ -71,10 +71,7 @@ fn sort_rows(rows: Vec<Row>) -> Vec<Row> {
         })
         .collect();
     keys.sort_unstable();
-    let mut slots: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
-    keys.into_iter()
-        .map(|k| slots[k.4 as usize].take().expect("each row once"))
-        .collect()
+    keys.into_iter().map(|k| &rows[k.4 as usize]).collect()
 }
 
 /// Which raw days to look at.
@@ -361,8 +358,9 @@ async fn build_day(
     let props = props.clone();
     let rows_per_file = cfg.rows_per_file as usize;
     let files: Vec<Vec<u8>> = tokio::task::spawn_blocking(move || {
-        let rows = sort_rows(rows);
-        rows.chunks(rows_per_file)
+        let order = sort_rows(&rows);
+        order
+            .chunks(rows_per_file)
             .map(|chunk| parquet::write(chunk, &props))
             .collect::<std::result::Result<Vec<_>, _>>()
     })

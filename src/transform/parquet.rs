@@ -43,7 +43,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// Builds one record batch from rows (in the order given).
-pub fn to_batch(rows: &[Row]) -> RecordBatch {
+pub fn to_batch(rows: &[&Row]) -> RecordBatch {
     let utc = |v: Vec<Option<i64>>| TimestampMillisecondArray::from(v).with_timezone("UTC");
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
@@ -94,7 +94,7 @@ pub fn properties(compression: &str) -> Result<WriterProperties, String> {
 
 /// Encodes rows as one Parquet file.
 pub fn write(
-    rows: &[Row],
+    rows: &[&Row],
     props: &WriterProperties,
 ) -> Result<Vec<u8>, parquet::errors::ParquetError> {
     let mut out = Vec::with_capacity(rows.len() * 24 + 4096);
@@ -124,7 +124,7 @@ mod tests {
             kafka_partition: 0,
             kafka_offset: 1,
         };
-        let bytes = write(&[row], &properties("zstd").unwrap()).unwrap();
+        let bytes = write(&[&row], &properties("zstd").unwrap()).unwrap();
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
         let meta = reader.metadata().file_metadata();
         assert_eq!(meta.num_rows(), 1);

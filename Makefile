@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # builds incrementally once the machine has built stockpipe before.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/stockpipe/target
 
-.PHONY: help venv build lint fmt test test-rust test-python demo clean
+.PHONY: help venv build lint fmt test test-rust test-python demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,15 +29,15 @@ build: venv  ## build the Rust extension into the virtualenv (release)
 lint: build  ## cargo fmt, clippy, ruff, mypy (and the stub against the built module)
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
-	ruff check python tests glue
-	ruff format --check python tests glue
+	ruff check python tests glue bench
+	ruff format --check python tests glue bench
 	mypy
 	python -m mypy.stubtest stockpipe._native
 
 fmt: venv  ## format Rust and Python
 	cargo fmt
-	ruff format python tests glue
-	ruff check --fix python tests glue
+	ruff format python tests glue bench
+	ruff check --fix python tests glue bench
 
 test-rust:  ## Rust unit, property and fuzz-style tests
 	cargo test --release --quiet
@@ -49,6 +49,9 @@ test: build lint test-rust test-python  ## the whole test suite (what CI runs)
 
 demo: build  ## the pipeline end to end on the embedded defaults
 	stockpipe demo
+
+bench: build  ## benchmarks side by side; writes BENCHMARKS.md (bench/run.py --quick: a few minutes)
+	python bench/run.py $(BENCH_ARGS)
 
 clean:  ## remove build outputs (not the download cache)
 	rm -rf target $(VENV) stockpipe-data

@@ -1,0 +1,51 @@
+"""stockpipe's Rust sink through its Python API; stops (gracefully) once N records are written.
+
+usage: rust_sink.py BOOTSTRAP TOPIC GROUP ENDPOINT BUCKET PREFIX N BATCH SECONDS TAIL
+"""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import stockpipe
+
+bootstrap, topic, group, endpoint, bucket, prefix = sys.argv[1:7]
+n, batch_size, batch_s, tail = int(sys.argv[7]), int(sys.argv[8]), float(sys.argv[9]), int(sys.argv[10])
+cfg = stockpipe.load_config(use_default_file=False)  # AWS_* from the environment
+cfg.kafka.bootstrap_servers, cfg.kafka.topic, cfg.kafka.group_id = bootstrap, topic, group
+cfg.s3.endpoint_url = endpoint
+cfg.sink.output = f"s3://{bucket}/{prefix}"
+cfg.sink.batch_size, cfg.sink.batch_seconds = batch_size, batch_s
+cfg.sink.status_interval = 0.05
+seen = {"first": 0.0, "bulk": 0.0, "bulk_records": 0, "stopped": False}
+
+
+def interrupt() -> None:
+    # From another thread, so the interrupt reaches the sink's wait loop (which stops and flushes,
+    # as on Ctrl-C) rather than this callback.
+    threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+
+def status(c: dict) -> None:
+    try:
+        now = time.perf_counter()
+        if c.get("records_in", 0) and not seen["first"]:
+            seen["first"] = now
+        written = c.get("records_written", 0)
+        if written >= n - tail and not seen["bulk"]:
+            seen["bulk"], seen["bulk_records"] = now, written
+        if written >= n and not seen["stopped"]:
+            seen["stopped"] = True
+            interrupt()
+    except KeyboardInterrupt:
+        interrupt()
+
+
+s = stockpipe.Sink(cfg).run(status=status)
+print(json.dumps({
+    "records": s.records_written, "objects": s.objects, "active_s": seen["bulk"] - seen["first"],
+    "bulk_records": seen["bulk_records"],
+}))  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from stockpipe import load_config, rules
+from stockpipe.etl import RUST_TRANSFORM_KEYS
 
 from .conftest import PORT_OFFSET, ROOT, Stack, cli
 from .transform_helpers import DAYS, write_raw
@@ -105,21 +106,9 @@ def test_a_rule_changed_in_python_only_stops_the_rust_engine(tmp_path: Path) -> 
     cfg = cfg_for(tmp_path)
     with pytest.raises(TransformError, match=r"differ in: price_scale, reasons"):
         _native.run_transform(
-            cfg.section_json("transform", only=RUST_KEYS), cfg.section_json("s3"), json.dumps(changed)
+            cfg.section_json("transform", only=RUST_TRANSFORM_KEYS), cfg.section_json("s3"), json.dumps(changed)
         )
     assert not (tmp_path / "processed.data").exists()
-
-
-RUST_KEYS = (
-    "input",
-    "output",
-    "raw_prefix",
-    "processed_prefix",
-    "quarantine_prefix",
-    "compression",
-    "rows_per_file",
-    "sse",
-)
 
 
 @pytest.mark.parametrize(

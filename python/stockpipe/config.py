@@ -541,3 +541,18 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), key)
         if not value.startswith(("s3://", "file://")):
             _fail(cfg, section, key, "expected s3://bucket/prefix or file:///path")
+
+
+def s3_client(cfg: Config) -> Any:
+    """A boto3 S3 client for the ``[s3]`` settings (endpoint, region, keys, path-style)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3",
+        region_name=cfg.s3.region,
+        endpoint_url=cfg.s3.endpoint_url or None,
+        aws_access_key_id=cfg.s3.access_key_id,
+        aws_secret_access_key=cfg.s3.secret_access_key,
+        config=BotoConfig(s3={"addressing_style": "path" if cfg.s3.force_path_style else "auto"}),
+    )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stockpipe import __version__, rules
-from stockpipe.config import Config
+from stockpipe.config import Config, s3_client
 from stockpipe.exceptions import ConfigError, StockpipeError
 
 __all__ = ["GlueError", "Plan", "deploy", "processed_columns", "run", "setup"]
@@ -89,25 +89,16 @@ def _uri(bucket: str, prefix: str, key: str) -> str:
 
 
 def _client(cfg: Config, service: str) -> Any:
+    if service == "s3":
+        return s3_client(cfg)
     import boto3
 
-    if service == "glue":
-        return boto3.client(
-            "glue",
-            region_name=cfg.glue.region,
-            endpoint_url=cfg.glue.endpoint_url or None,
-            aws_access_key_id=cfg.s3.access_key_id,
-            aws_secret_access_key=cfg.s3.secret_access_key,
-        )
-    from botocore.config import Config as BotoConfig
-
     return boto3.client(
-        "s3",
-        region_name=cfg.s3.region,
-        endpoint_url=cfg.s3.endpoint_url or None,
+        "glue",
+        region_name=cfg.glue.region,
+        endpoint_url=cfg.glue.endpoint_url or None,
         aws_access_key_id=cfg.s3.access_key_id,
         aws_secret_access_key=cfg.s3.secret_access_key,
-        config=BotoConfig(s3={"addressing_style": "path" if cfg.s3.force_path_style else "auto"}),
     )
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from stockpipe import rules
-from stockpipe.config import Config, load_config
+from stockpipe.config import Config, load_config, s3_client
 from stockpipe.exceptions import ConfigError, WarehouseError
 
 __all__ = [
@@ -50,8 +50,10 @@ __all__ = [
 ]
 
 SQL_DIR = Path(__file__).with_name("sql")
-ANALYTICS = tuple(sorted(p.stem for p in (SQL_DIR / "analytics").glob("*.sql")))
-"""Names ``stockpipe query`` accepts: the files in ``sql/analytics/``."""
+_BARS = {"ohlcv_minute": "minute", "ohlcv_hour": "hour", "ohlcv_day": "day"}
+"""One bar query (``sql/analytics/ohlcv.sql``) at three bucket sizes."""
+ANALYTICS = tuple(sorted({p.stem for p in (SQL_DIR / "analytics").glob("*.sql")} - {"ohlcv"} | set(_BARS)))
+"""Names ``stockpipe query`` accepts: the files in ``sql/analytics/`` and the three bar sizes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,7 +144,10 @@ def analytics_sql(name: str, dialect: str = "redshift") -> str:
     """The analytics query ``name`` (see :data:`ANALYTICS`) in ``dialect`` (``redshift`` or ``duckdb``)."""
     if name not in ANALYTICS:
         raise ConfigError(f"unknown query {name!r}: expected SQL or one of {', '.join(ANALYTICS)}")
-    text = (SQL_DIR / "analytics" / f"{name}.sql").read_text()
+    if name in _BARS:
+        text = (SQL_DIR / "analytics/ohlcv.sql").read_text().replace("{unit}", _BARS[name])
+    else:
+        text = (SQL_DIR / "analytics" / f"{name}.sql").read_text()
     return text if dialect == "redshift" else _transpile(text, dialect)
 
 
@@ -252,17 +257,7 @@ def _processed_files(cfg: Config, lake: str, date: str | None, since: str | None
 
 
 def _s3(cfg: Config) -> Any:
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    return boto3.client(
-        "s3",
-        region_name=cfg.s3.region,
-        endpoint_url=cfg.s3.endpoint_url or None,
-        aws_access_key_id=cfg.s3.access_key_id,
-        aws_secret_access_key=cfg.s3.secret_access_key,
-        config=BotoConfig(s3={"addressing_style": "path" if cfg.s3.force_path_style else "auto"}),
-    )
+    return s3_client(cfg)
 
 
 # ---------------------------------------------------------------- load

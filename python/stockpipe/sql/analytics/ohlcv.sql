@@ -1,9 +1,9 @@
--- Open, high, low, close, volume, trade count and VWAP per symbol and hour.
+-- Open, high, low, close, volume, trade count and VWAP per symbol and {unit} (UTC): stockpipe query ohlcv_minute, ohlcv_hour or ohlcv_day.
 WITH t AS (
-    SELECT symbol, DATE_TRUNC('hour', trade_ts) AS bucket, price, volume,
-           ROW_NUMBER() OVER (PARTITION BY symbol, DATE_TRUNC('hour', trade_ts)
+    SELECT symbol, DATE_TRUNC('{unit}', trade_ts) AS bucket, price, volume,
+           ROW_NUMBER() OVER (PARTITION BY symbol, DATE_TRUNC('{unit}', trade_ts)
                               ORDER BY trade_ts, kafka_partition, kafka_offset) AS first_n,
-           ROW_NUMBER() OVER (PARTITION BY symbol, DATE_TRUNC('hour', trade_ts)
+           ROW_NUMBER() OVER (PARTITION BY symbol, DATE_TRUNC('{unit}', trade_ts)
                               ORDER BY trade_ts DESC, kafka_partition DESC, kafka_offset DESC) AS last_n
     FROM stock_prices
 )

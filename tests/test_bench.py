@@ -22,7 +22,8 @@ def test_bench_quick_transform_stage_writes_its_table(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "contender" not in line]
+    section = text.split("### Raw JSONL → Parquet", 1)[1].split("\n\n")[1]  # the stage's own table
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "contender" not in line]
     names = [r.split("|")[1].strip() for r in rows]
     assert names == [
         "stockpipe (Rust engine, shared rules)",

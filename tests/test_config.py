@@ -94,6 +94,19 @@ def test_config_show_redacts_the_canary_everywhere(tmp_path: Path) -> None:
     assert "api_key = ***" in cli("config", "show", env=env).stdout
 
 
+def test_a_password_inside_a_warehouse_uri_is_redacted() -> None:
+    uri = f"redshift://admin:{CANARY}@example.redshift.amazonaws.com:5439/dev"
+    env = dict(os.environ, STOCKPIPE_WAREHOUSE_WAREHOUSE=uri)
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        done = cli(*args, env=env)
+        assert CANARY not in done.stdout + done.stderr
+        assert "redshift://admin:***@example.redshift.amazonaws.com:5439/dev" in done.stdout
+    cfg = load_config(env={"STOCKPIPE_WAREHOUSE_WAREHOUSE": uri}, use_default_file=False)
+    assert CANARY not in repr(cfg) and CANARY in cfg.secrets()
+    bad = cli("load", "--warehouse", f"redshift://admin:{CANARY}@h:5439/", check=False)
+    assert bad.returncode == 2 and CANARY not in bad.stderr
+
+
 def test_repr_of_config_is_redacted() -> None:
     cfg = load_config(env={"FINNHUB_API_KEY": CANARY}, use_default_file=False)
     assert CANARY not in repr(cfg)

@@ -291,6 +291,8 @@ class Config:
                 value = getattr(section, f.name)
                 if f.metadata.get("secret") and value:
                     value = REDACTED
+                elif isinstance(value, str) and _uri_password(value):
+                    value = value.replace(f":{_uri_password(value)}@", f":{REDACTED}@", 1)
                 values[f.name] = value
             out[name] = values
         return out
@@ -304,6 +306,8 @@ class Config:
                 value = getattr(section, f.name)
                 if f.metadata.get("secret") and isinstance(value, str) and value:
                     found.append(value)
+                elif isinstance(value, str) and (password := _uri_password(value)):
+                    found.append(password)
         return found
 
     def __repr__(self) -> str:
@@ -368,7 +372,21 @@ def coerce(section: str, f: dataclasses.Field[Any], raw: Any, source: str) -> An
 
 
 def _show(f: dataclasses.Field[Any], raw: Any) -> str:
+    if isinstance(raw, str) and (password := _uri_password(raw)):
+        return repr(raw.replace(f":{password}@", f":{REDACTED}@", 1))
     return REDACTED if f.metadata.get("secret") and raw else repr(raw)
+
+
+def _uri_password(value: str) -> str | None:
+    """The password of a ``scheme://user:password@host`` value (a Redshift URI), if any."""
+    if "://" not in value or "@" not in value:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(value).password or None
+    except ValueError:
+        return None
 
 
 def default_config_file() -> Path | None:

@@ -163,7 +163,8 @@ def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
         print("explore further:")
         print(f"  stockpipe query ohlcv_hour --warehouse {warehouse}")
         print(f"  stockpipe query top_movers --warehouse {warehouse} --format csv")
-        print(f"  STOCKPIPE_WAREHOUSE_WAREHOUSE={warehouse} jupyter lab notebooks/analytics.ipynb")
+        notebook = "jupyter lab notebooks/analytics.ipynb  (pip install jupyterlab)"
+        print(f"  STOCKPIPE_WAREHOUSE_WAREHOUSE={warehouse} {notebook}")
         print("  stockpipe --help")
         ok = (
             stats.failed == 0

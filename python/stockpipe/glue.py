@@ -115,13 +115,15 @@ def _call(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
 
 
 def _exists(fn: Callable[..., Any], **kwargs: Any) -> Any | None:
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return fn(**kwargs)
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") == "EntityNotFoundException":
             return None
+        raise GlueError(f"{fn.__name__}: {e}") from None
+    except BotoCoreError as e:  # no credentials, no endpoint, ...
         raise GlueError(f"{fn.__name__}: {e}") from None
 
 

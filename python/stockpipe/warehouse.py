@@ -247,11 +247,16 @@ def _processed_files(cfg: Config, lake: str, date: str | None, since: str | None
     if lake.startswith("s3://"):
         bucket, _, key_prefix = lake[len("s3://") :].partition("/")
         key_base = f"{key_prefix.strip('/')}/{prefix}/" if key_prefix.strip("/") else f"{prefix}/"
+        from botocore.exceptions import BotoCoreError, ClientError
+
         out = []
-        for page in _s3(cfg).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_base):
-            for obj in page.get("Contents", []):
-                if _selected(obj["Key"][len(key_base) - len(prefix) - 1 :], date, since):
-                    out.append(_File(f"s3://{bucket}/{obj['Key']}", int(obj["Size"])))
+        try:
+            for page in _s3(cfg).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_base):
+                for obj in page.get("Contents", []):
+                    if _selected(obj["Key"][len(key_base) - len(prefix) - 1 :], date, since):
+                        out.append(_File(f"s3://{bucket}/{obj['Key']}", int(obj["Size"])))
+        except (BotoCoreError, ClientError) as e:
+            raise WarehouseError(f"cannot list s3://{bucket}/{key_base}: {e}") from None
         return sorted(out, key=lambda f: f.uri)
     raise ConfigError(f"--input {lake!r}: expected s3://bucket/prefix or file:///path")
 

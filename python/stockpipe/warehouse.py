@@ -312,6 +312,8 @@ def _duckdb(target: _Target) -> Any:
 
 
 def _load_duckdb(cfg: Config, target: _Target, files: list[_File]) -> LoadStats:
+    import duckdb
+
     statements = load_statements(schema="main", manifest="", iam_role="")
     by_kind = {_kind(s): s for s in statements}
     con = _duckdb(target)
@@ -345,12 +347,8 @@ def _load_duckdb(cfg: Config, target: _Target, files: list[_File]) -> LoadStats:
             updated=matched,
             total_rows=total,
         )
-    except Exception as e:
-        import duckdb
-
-        if isinstance(e, duckdb.Error):
-            raise WarehouseError(f"DuckDB load failed: {str(e).splitlines()[0]}") from None
-        raise
+    except duckdb.Error as e:
+        raise WarehouseError(f"DuckDB load failed: {str(e).splitlines()[0]}") from None
     finally:
         con.close()
 
@@ -570,18 +568,16 @@ def query(sql_or_name: str, warehouse: str | None = None, *, config: Config | No
     is_name = sql_or_name in ANALYTICS or (sql_or_name.isidentifier() and " " not in sql_or_name)
     text = analytics_sql(sql_or_name) if is_name else sql_or_name
     if target.kind == "duckdb":
+        import duckdb
+
         if target.path != ":memory:" and not Path(target.path).exists():
             raise ConfigError(f"no DuckDB warehouse at {target.path}: run stockpipe load first")
         con = _duckdb(target)
         try:
             cur = con.execute(_transpile(text, "duckdb"))
             return Result([d[0] for d in cur.description], [tuple(r) for r in cur.fetchall()])
-        except Exception as e:
-            import duckdb
-
-            if isinstance(e, duckdb.Error):
-                raise WarehouseError(f"DuckDB: {str(e).splitlines()[0]}") from None
-            raise
+        except duckdb.Error as e:
+            raise WarehouseError(f"DuckDB: {str(e).splitlines()[0]}") from None
         finally:
             con.close()
     if target.kind == "redshift-data":

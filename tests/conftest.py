@@ -39,7 +39,7 @@ def cli(
 class Stack:
     """A running dev stack and the environment that points commands at it."""
 
-    def __init__(self, home: Path, brokers: int, kafka_port: int, s3_port: int) -> None:
+    def __init__(self, home: Path, brokers: int, kafka_port: int, s3_port: int, **dev: str) -> None:
         kafka_port, s3_port = kafka_port + PORT_OFFSET, s3_port + PORT_OFFSET
         self.home = home
         self.brokers = brokers
@@ -49,19 +49,18 @@ class Stack:
             STOCKPIPE_DEV_BROKERS=str(brokers),
             STOCKPIPE_DEV_KAFKA_PORT=str(kafka_port),
             STOCKPIPE_DEV_S3_PORT=str(s3_port),
+            **{f"STOCKPIPE_DEV_{k.upper()}": v for k, v in dev.items()},
         )
         self.state: dict[str, Any] = {}
 
     def up(self) -> None:
         cli("dev", "up", env=self.env)
         self.state = json.loads((self.home / "stack.json").read_text())
-        self.env.update(
-            STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS=self.state["bootstrap_servers"],
-            STOCKPIPE_S3_ENDPOINT_URL=self.state["s3_endpoint_url"],
-            AWS_ACCESS_KEY_ID=self.state["aws_access_key_id"],
-            AWS_SECRET_ACCESS_KEY=self.state["aws_secret_access_key"],
-            AWS_REGION=self.state["aws_region"],
-        )
+        from stockpipe.dev.stack import client_env
+
+        env = client_env(self.state)
+        # Tests choose their own outputs; everything else points at the stack (incl. TLS/SASL).
+        self.env.update({k: v for k, v in env.items() if not k.endswith(("_OUTPUT", "_INPUT"))})
 
     def down(self) -> None:
         cli("dev", "down", env=self.env)
@@ -69,6 +68,13 @@ class Stack:
     @property
     def bootstrap(self) -> str:
         return str(self.state["bootstrap_servers"])
+
+    def kafka_conf(self) -> dict[str, str]:
+        """confluent-kafka settings that reach this stack (TLS and SASL included)."""
+        conf = {"bootstrap.servers": self.bootstrap}
+        for key, value in self.state.get("kafka_security", {}).items():
+            conf[key.replace("_", ".")] = value
+        return conf
 
     def pids(self) -> list[int]:
         return [int(p["pid"]) for p in self.state.get("processes", [])]
@@ -111,14 +117,22 @@ def unique_topic(prefix: str = "t") -> str:
 
 
 def consume_all(
-    bootstrap: str, topic: str, expected: int | None = None, idle_s: float = 5.0, timeout_s: float = 120.0
+    bootstrap: str | dict[str, str],
+    topic: str,
+    expected: int | None = None,
+    idle_s: float = 5.0,
+    timeout_s: float = 120.0,
 ) -> list[Any]:
-    """Reads every message of `topic` from the beginning until `expected` arrived or it goes idle."""
+    """Reads every message of `topic` from the beginning until `expected` arrived or it goes idle.
+
+    `bootstrap` is a server list or a whole confluent-kafka configuration (`Stack.kafka_conf()`).
+    """
     from confluent_kafka import Consumer
 
+    base = {"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else dict(bootstrap)
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **base,
             "group.id": f"check-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

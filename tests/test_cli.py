@@ -25,6 +25,7 @@ COMMANDS = [
     ["dev", "env"],
     ["simulate"],
     ["produce"],
+    ["topics"],
     ["demo"],
 ]
 
@@ -85,6 +86,7 @@ def test_producer_flags_named_by_the_contract() -> None:
         (["produce", "--no-such-flag"], "unrecognized arguments"),
         (["produce", "--ws-url", "wss://ws.finnhub.io"], "no Finnhub API key"),
         (["dev", "env"], "not running"),
+        (["dev", "up", "--sasl"], "--sasl needs --tls"),
     ],
 )
 def test_user_mistakes_end_in_one_line(args: list[str], needle: str, tmp_path: object) -> None:

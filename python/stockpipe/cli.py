@@ -103,6 +103,11 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     _add_sections(p, ["kafka", "sink", "s3"])
     p.set_defaults(handler=cmd_sink)
 
+    text = "create the pipeline's topics where missing and show partitions and replication"
+    p = sub.add_parser("topics", help=text, description=text + " (an admin call: same security settings).")
+    _add_sections(p, ["kafka"])
+    p.set_defaults(handler=cmd_topics)
+
     text = "raw JSONL → Parquet with the shared cleaning rules (Rust engine, or the Glue job on Spark)"
     p = sub.add_parser("etl", help=text, description=text + ". Rebuilds only days whose raw objects changed.")
     _add_sections(p, ["transform", "s3"])
@@ -213,6 +218,10 @@ def cmd_dev_up(args: argparse.Namespace, cfg: Config) -> int:
 
     state = stack.up(cfg, say=lambda m: print(m, file=sys.stderr))
     print(f"Kafka bootstrap servers: {state['bootstrap_servers']}")
+    security = state.get("kafka_security") or {}
+    if security:
+        user = f", SCRAM user {security['sasl_username']}" if security.get("sasl_username") else ""
+        print(f"Kafka security:          {security['security_protocol']} (CA {security['ssl_ca_location']}{user})")
     print(f"S3 endpoint:             {state['s3_endpoint_url']} (bucket {state['bucket']}, SSE-S3 on)")
     for t in state.get("topics", []):
         print(f"topic {t['name']}: {t['partitions']} partitions, replication factor {t['replication_factor']}")
@@ -286,6 +295,19 @@ def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         status.close()
     print(f"sink: {stats.summary()}", file=sys.stderr)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
+    import dataclasses
+
+    from stockpipe import _native
+
+    k = cfg.kafka
+    wanted = [(k.topic, 3), (k.dlq_topic, 1), (k.quotes_topic, 3)]
+    for t in _native.ensure_topics(json.dumps(dataclasses.asdict(k)), wanted, 30.0):
+        verb = "created" if t["created"] else "exists"
+        print(f"{t['name']}: {verb}, {t['partitions']} partitions, replication factor {t['replication_factor']}")
     return 0
 
 

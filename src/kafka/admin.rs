@@ -6,8 +6,74 @@ use super::{Error, Result};
 use crate::config::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::time::Duration;
+
+fn connect(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>> {
+    Ok(client_config(cfg, Role::Admin)?.create()?)
+}
+
+/// The last connection-level reason librdkafka queued (a refused TLS handshake, a failed SASL
+/// login, a plaintext client on a TLS port). The admin client never polls its main queue, where
+/// librdkafka puts logs and errors, so it is drained here once a request has failed.
+fn last_broker_error(admin: &AdminClient<DefaultClientContext>) -> Option<String> {
+    use rdkafka::bindings as rd;
+    use std::ffi::CStr;
+    let mut last: Option<String> = None;
+    // "N/N brokers are down" follows the reason that matters; it only fills in when nothing else came.
+    let mut keep = |text: String| {
+        if last.is_none() || !text.contains("brokers are down") {
+            last = Some(text);
+        }
+    };
+    // SAFETY: the handle outlives this call; each polled event is destroyed exactly once and
+    // the strings read from it are copied before that.
+    unsafe {
+        let queue = rd::rd_kafka_queue_get_main(admin.inner().native_ptr());
+        loop {
+            let event = rd::rd_kafka_queue_poll(queue, 0);
+            if event.is_null() {
+                break;
+            }
+            match rd::rd_kafka_event_type(event) {
+                rd::RD_KAFKA_EVENT_ERROR => {
+                    let text = rd::rd_kafka_event_error_string(event);
+                    if !text.is_null() {
+                        keep(CStr::from_ptr(text).to_string_lossy().into_owned());
+                    }
+                }
+                rd::RD_KAFKA_EVENT_LOG => {
+                    let (mut fac, mut msg, mut level) = (std::ptr::null(), std::ptr::null(), 0);
+                    if rd::rd_kafka_event_log(event, &mut fac, &mut msg, &mut level) == 0
+                        && level <= 4
+                        && !msg.is_null()
+                    {
+                        keep(CStr::from_ptr(msg).to_string_lossy().into_owned());
+                    }
+                }
+                _ => {}
+            }
+            rd::rd_kafka_event_destroy(event);
+        }
+        rd::rd_kafka_queue_destroy(queue);
+    }
+    last
+}
+
+/// "cannot reach HOSTS: ERROR (WHY)".
+fn unreachable(
+    cfg: &KafkaConfig,
+    admin: &AdminClient<DefaultClientContext>,
+    e: KafkaError,
+) -> Error {
+    let mut why = last_broker_error(admin)
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
+    if cfg.security_protocol.eq_ignore_ascii_case("plaintext") {
+        why.push_str("; if the brokers listen with TLS or SASL, set [kafka] security_protocol");
+    }
+    Error::Other(format!("cannot reach {}: {e}{why}", cfg.bootstrap_servers))
+}
 
 /// A topic as it exists after [`ensure_topics`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,11 +91,11 @@ pub async fn ensure_topics(
     topics: &[(String, usize)],
     timeout: Duration,
 ) -> Result<Vec<TopicState>> {
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg, Role::Admin)?.create()?;
+    let admin = connect(cfg)?;
     let brokers = admin
         .inner()
         .fetch_metadata(None, timeout)
-        .map_err(|e| Error::Other(format!("cannot reach {}: {e}", cfg.bootstrap_servers)))?
+        .map_err(|e| unreachable(cfg, &admin, e))?
         .brokers()
         .len();
     let rf = brokers.clamp(1, 2) as i32;
@@ -89,11 +155,11 @@ pub async fn ensure_topics(
 
 /// The brokers the cluster reports as live: `(id, host, port)`.
 pub fn cluster_brokers(cfg: &KafkaConfig, timeout: Duration) -> Result<Vec<(i32, String, i32)>> {
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg, Role::Admin)?.create()?;
+    let admin = connect(cfg)?;
     let md = admin
         .inner()
         .fetch_metadata(None, timeout)
-        .map_err(|e| Error::Other(format!("cannot reach {}: {e}", cfg.bootstrap_servers)))?;
+        .map_err(|e| unreachable(cfg, &admin, e))?;
     Ok(md
         .brokers()
         .iter()

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from stockpipe.config import Config, DevSettings
-from stockpipe.dev import tools
+from stockpipe.dev import tls, tools
 from stockpipe.exceptions import DevStackError
 
 Say = Callable[[str], None]
 STATE_FILE = "stack.json"
 ACCESS_KEY = "stockpipe-dev"
+BROKER_USER = "broker"
+CLIENT_USER = "stockpipe"
 
 
 @dataclass
@@ -48,6 +50,10 @@ class Layout:
     @property
     def s3_data(self) -> Path:
         return self.home / "s3"
+
+    @property
+    def tls(self) -> Path:
+        return self.home / "tls"
 
 
 def _layout(dev: DevSettings) -> Layout:
@@ -139,19 +145,53 @@ def _kafka_ports(dev: DevSettings, node: int) -> tuple[int, int]:
     return base, base + 1
 
 
-def _broker_properties(dev: DevSettings, layout: Layout, node: int) -> str:
+def _listener(dev: DevSettings) -> str:
+    """The name (and security protocol) of the client and inter-broker listener."""
+    if dev.sasl:
+        return "SASL_SSL"
+    return "SSL" if dev.tls else "PLAINTEXT"
+
+
+def _security_properties(dev: DevSettings, layout: Layout, passwords: dict[str, str]) -> str:
+    if not dev.tls:
+        return ""
+    material = tls.Material(layout.tls)
+    lines = [
+        "ssl.keystore.type=PKCS12",
+        f"ssl.keystore.location={material.keystore}",
+        f"ssl.keystore.password={material.password}",
+        f"ssl.key.password={material.password}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={material.ca}",
+        "ssl.endpoint.identification.algorithm=https",
+        "ssl.client.auth=none",
+    ]
+    if dev.sasl:
+        lines += [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{BROKER_USER}" password="{passwords["broker"]}";',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _broker_properties(dev: DevSettings, layout: Layout, node: int, passwords: dict[str, str]) -> str:
     n = dev.brokers
     client, controller = _kafka_ports(dev, node)
     voters = ",".join(f"{i}@127.0.0.1:{_kafka_ports(dev, i)[1]}" for i in range(1, n + 1))
     internal_rf = min(3, n)
+    listener = _listener(dev)
+    controller_protocol = "SSL" if dev.tls else "PLAINTEXT"
     return f"""process.roles=broker,controller
 node.id={node}
 controller.quorum.voters={voters}
-listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{client}
+listeners={listener}://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners={listener}://127.0.0.1:{client}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name={listener}
+listener.security.protocol.map={listener}:{listener},CONTROLLER:{controller_protocol}
 log.dirs={layout.broker_dir(node) / "data"}
 num.partitions=3
 default.replication.factor={min(2, n)}
@@ -162,16 +202,18 @@ min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=168
-"""
+{_security_properties(dev, layout, passwords)}"""
 
 
-def _start_kafka(cfg: Config, layout: Layout, say: Say, processes: list[dict[str, Any]]) -> None:
+def _start_kafka(
+    cfg: Config, layout: Layout, say: Say, processes: list[dict[str, Any]], passwords: dict[str, str]
+) -> None:
     dev = cfg.dev
     classpath = tools.kafka_classpath(Path(dev.cache_dir), dev.kafka_version, say)
     java = tools.require("java", "run the Kafka broker", "install OpenJDK 17")
     (layout.home / "log4j.properties").write_text(LOG4J)
     shape = layout.home / "kafka-shape"
-    wanted = f"{dev.kafka_version} brokers={dev.brokers} port={dev.kafka_port}"
+    wanted = f"{dev.kafka_version} brokers={dev.brokers} port={dev.kafka_port} listener={_listener(dev)}"
     previous = shape.read_text() if shape.exists() else ("unknown" if any(layout.home.glob("kafka-[0-9]*")) else wanted)
     if previous != wanted:
         # The quorum of a cluster of another shape cannot be reused: start from empty storage.
@@ -190,7 +232,8 @@ def _start_kafka(cfg: Config, layout: Layout, say: Say, processes: list[dict[str
         directory = layout.broker_dir(node)
         directory.mkdir(parents=True, exist_ok=True)
         props = directory / "server.properties"
-        props.write_text(_broker_properties(dev, layout, node))
+        props.write_text(_broker_properties(dev, layout, node, passwords))
+        props.chmod(0o600)
         log = layout.logs / f"kafka-{node}.log"
         if not (directory / "data" / "meta.properties").exists():
             fmt = [
@@ -202,6 +245,10 @@ def _start_kafka(cfg: Config, layout: Layout, say: Say, processes: list[dict[str
                 f"--cluster-id={cluster_id}",
                 f"--config={props}",
             ]
+            if dev.sasl:
+                # SCRAM credentials live in the cluster metadata; KRaft takes the first ones at format.
+                for user, password in ((BROKER_USER, passwords["broker"]), (CLIENT_USER, passwords["client"])):
+                    fmt += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
             done = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise DevStackError(f"formatting Kafka storage for broker {node} failed: {done.stderr.strip()[-500:]}")
@@ -227,11 +274,15 @@ def _start_kafka(cfg: Config, layout: Layout, say: Say, processes: list[dict[str
         _wait_until(partial(_port_open, port), 90, f"kafka-{node}", proc, log)
 
 
-def _wait_for_cluster(cfg: Config, bootstrap: str, processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _wait_for_cluster(
+    cfg: Config, bootstrap: str, processes: list[dict[str, Any]], security: dict[str, str]
+) -> list[dict[str, Any]]:
     from stockpipe import _native
 
     kafka = Config(kafka=cfg.kafka).kafka
     kafka.bootstrap_servers = bootstrap
+    for key, value in security.items():
+        setattr(kafka, key, value)
     payload = json.dumps(_kafka_dict(kafka))
     deadline = time.monotonic() + 90
     last_error = ""
@@ -312,31 +363,59 @@ def _create_bucket(endpoint: str, secret: str, region: str, bucket: str) -> None
 
 
 def _credentials(layout: Layout) -> tuple[str, str]:
+    data = _secrets(layout)
+    return str(data["secret"]), str(data["kms_key"])
+
+
+def _secrets(layout: Layout) -> dict[str, str]:
+    """The stack's generated secrets, made once per home (mode 600)."""
     path = layout.home / "credentials.json"
-    if path.exists():
-        data = json.loads(path.read_text())
-        return str(data["secret"]), str(data["kms_key"])
-    secret = secrets.token_urlsafe(24)
-    kms_key = base64.b64encode(secrets.token_bytes(32)).decode()
-    layout.home.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"secret": secret, "kms_key": kms_key}))
-    path.chmod(0o600)
-    return secret, kms_key
+    data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted: dict[str, Callable[[], str]] = {
+        "secret": lambda: secrets.token_urlsafe(24),
+        "kms_key": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+        "kafka_broker_password": lambda: secrets.token_urlsafe(18),
+        "kafka_client_password": lambda: secrets.token_urlsafe(18),
+    }
+    missing = {k: make() for k, make in wanted.items() if k not in data}
+    if missing:
+        data.update(missing)
+        layout.home.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+        path.chmod(0o600)
+    return data
+
+
+def client_security(dev: DevSettings, layout: Layout | None = None) -> dict[str, str]:
+    """The ``[kafka]`` settings a client needs to reach this stack's listener."""
+    layout = layout or _layout(dev)
+    if not dev.tls:
+        return {}
+    out = {"security_protocol": _listener(dev).lower(), "ssl_ca_location": str(tls.Material(layout.tls).ca)}
+    if dev.sasl:
+        out.update(
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=CLIENT_USER,
+            sasl_password=_secrets(layout)["kafka_client_password"],
+        )
+    return out
 
 
 def up(cfg: Config, say: Say = print) -> dict[str, Any]:
     """Starts the stack (idempotent) and returns its state."""
     dev = cfg.dev
-    if dev.tls:
-        raise DevStackError("--tls is not available yet: TLS listeners are planned; run without --tls")
+    if dev.sasl and not dev.tls:
+        raise DevStackError("--sasl needs --tls: the dev stack sends SCRAM credentials only over TLS")
     layout = _layout(dev)
     state = read_state(dev)
     if state is not None:
         running = state.get("processes", [])
         if running and all(_alive(int(p["pid"]), str(p["marker"])) for p in running):
-            if state.get("brokers") != dev.brokers:
+            shape = (state.get("brokers"), state.get("listener", "PLAINTEXT"))
+            if shape != (dev.brokers, _listener(dev)):
                 raise DevStackError(
-                    f"a stack with {state.get('brokers')} broker(s) is already running; run 'stockpipe dev down' first"
+                    f"a stack with {shape[0]} broker(s) and a {shape[1]} listener is already running; "
+                    "run 'stockpipe dev down' first"
                 )
             say("the dev stack is already running")
             return state
@@ -353,12 +432,20 @@ def up(cfg: Config, say: Say = print) -> dict[str, Any]:
                 "(STOCKPIPE_DEV_KAFKA_PORT, STOCKPIPE_DEV_S3_PORT)"
             )
     secret, kms_key = _credentials(layout)
+    kept = _secrets(layout)
+    passwords = {"broker": kept["kafka_broker_password"], "client": kept["kafka_client_password"]}
+    if dev.tls:
+        say(f"TLS: CA and broker certificate in {layout.tls}")
+        tls.ensure(layout.tls)
+    security = client_security(dev, layout)
     processes: list[dict[str, Any]] = []
     bootstrap = ",".join(f"127.0.0.1:{_kafka_ports(dev, n)[0]}" for n in range(1, dev.brokers + 1))
     endpoint = f"http://127.0.0.1:{dev.s3_port}"
     region = cfg.s3.region
     state = {
         "brokers": dev.brokers,
+        "listener": _listener(dev),
+        "kafka_security": security,
         "bootstrap_servers": bootstrap,
         "s3_endpoint_url": endpoint,
         "aws_access_key_id": ACCESS_KEY,
@@ -374,9 +461,9 @@ def up(cfg: Config, say: Say = print) -> dict[str, Any]:
         _write_state(layout, state)
         _create_bucket(endpoint, secret, region, dev.bucket)
         say(f"starting {dev.brokers} Kafka broker(s) (KRaft) on {bootstrap} ...")
-        _start_kafka(cfg, layout, say, processes)
+        _start_kafka(cfg, layout, say, processes, passwords)
         _write_state(layout, state)
-        state["topics"] = _wait_for_cluster(cfg, bootstrap, processes)
+        state["topics"] = _wait_for_cluster(cfg, bootstrap, processes, security)
     except BaseException:
         _write_state(layout, state)
         down(cfg, say=lambda _m: None)
@@ -436,8 +523,8 @@ def status(cfg: Config) -> dict[str, Any]:
     return {**state, "running": bool(procs) and all(p["alive"] for p in procs), "processes": procs}
 
 
-def env_lines(state: dict[str, Any]) -> list[str]:
-    """``export NAME=value`` lines that point every command at the stack."""
+def client_env(state: dict[str, Any]) -> dict[str, str]:
+    """The environment variables that point every command at the stack."""
     values = {
         "STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS": state["bootstrap_servers"],
         "STOCKPIPE_S3_ENDPOINT_URL": state["s3_endpoint_url"],
@@ -448,7 +535,14 @@ def env_lines(state: dict[str, Any]) -> list[str]:
         "STOCKPIPE_TRANSFORM_INPUT": f"s3://{state['bucket']}",
         "STOCKPIPE_TRANSFORM_OUTPUT": f"s3://{state['bucket']}",
     }
-    return [f"export {k}={_shell_quote(str(v))}" for k, v in values.items()]
+    for key, value in state.get("kafka_security", {}).items():
+        values[f"STOCKPIPE_KAFKA_{key.upper()}"] = value
+    return {k: str(v) for k, v in values.items()}
+
+
+def env_lines(state: dict[str, Any]) -> list[str]:
+    """``export NAME=value`` lines that point every command at the stack."""
+    return [f"export {k}={_shell_quote(v)}" for k, v in client_env(state).items()]
 
 
 def _shell_quote(value: str) -> str:

@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # builds incrementally once the machine has built stockpipe before.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/stockpipe/target
 
-.PHONY: help venv build lint fmt test test-rust test-python demo bench clean
+.PHONY: help venv build lint fmt test test-rust test-python demo bench chaos fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ demo: build  ## the pipeline end to end on the embedded defaults
 
 bench: build  ## benchmarks side by side; writes BENCHMARKS.md (bench/run.py --quick: a few minutes)
 	python bench/run.py $(BENCH_ARGS)
+
+chaos: build  ## the fault suite on its own 3-broker stack; writes docs/fault-suite.md (about 20 minutes)
+	stockpipe dev chaos --out docs/fault-suite.md
+
+fuzz:  ## a longer run of the fuzz targets (FUZZ_CASES per target, default 200000)
+	FUZZ_CASES=$${FUZZ_CASES:-200000} cargo test --release --quiet --test frame_fuzz --test decode_fuzz
 
 clean:  ## remove build outputs (not the download cache)
 	rm -rf target $(VENV) stockpipe-data

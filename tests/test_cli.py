@@ -23,6 +23,7 @@ COMMANDS = [
     ["dev", "down"],
     ["dev", "status"],
     ["dev", "env"],
+    ["dev", "chaos"],
     ["simulate"],
     ["produce"],
     ["topics"],

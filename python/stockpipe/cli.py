@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
@@ -90,6 +92,19 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
         d = dsub.add_parser(name, help=text, description=text)
         _add_sections(d, ["dev", "s3"] if name == "up" else ["dev"])
         d.set_defaults(handler=handler)
+    text = "the fault suite: break brokers, sinks, S3 and the WebSocket; check every record against the ledger"
+    d = dsub.add_parser(
+        "chaos",
+        help=text,
+        description=text + ". Starts its own 3-broker stack (home <cache>/chaos, ports 24092+ and 24000 "
+        "unless set) and stops it afterwards. Exit 1 when a gate fails or a control run passes.",
+    )
+    _add_sections(d, ["dev"])
+    d.add_argument("--scenario", action="append", metavar="NAME", help="run only this scenario (repeatable)")
+    d.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    d.add_argument("--out", metavar="FILE", help="also write the table as Markdown (with date and version)")
+    d.add_argument("--json", action="store_true", help="print the results as JSON")
+    d.set_defaults(handler=cmd_dev_chaos)
 
     p = sub.add_parser("simulate", help="serve the Finnhub protocol locally (WebSocket + REST)")
     _add_sections(p, ["simulate"])
@@ -258,6 +273,47 @@ def cmd_dev_env(args: argparse.Namespace, cfg: Config) -> int:
     if state is None:
         raise DevStackError("the dev stack is not running; start it with: stockpipe dev up")
     print("\n".join(stack.env_lines(state)))
+    return 0
+
+
+def cmd_dev_chaos(args: argparse.Namespace, cfg: Config) -> int:
+    import platform
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from stockpipe.dev import chaos
+
+    if args.list:
+        for name, what in chaos.scenario_names():
+            print(f"{name:<28} {what}")
+        return 0
+    dev = cfg.dev
+    if cfg.sources.get(("dev", "home"), "default") == "default":
+        dev.home = str(Path(dev.cache_dir) / "chaos")
+    if cfg.sources.get(("dev", "kafka_port"), "default") == "default":
+        dev.kafka_port = 24092
+    if cfg.sources.get(("dev", "s3_port"), "default") == "default":
+        dev.s3_port = 24000
+    dev.brokers = 3
+    started = time.monotonic()
+    results = chaos.run(cfg, args.scenario, say=lambda m: print(m, file=sys.stderr, flush=True))
+    table = chaos.table(results)
+    if args.json:
+        print(json.dumps(chaos.as_dicts(results), indent=2))
+    else:
+        print(table)
+    if args.out:
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        notes = "".join(f"- {r.scenario}: {r.note}\n" for r in results if r.note)
+        Path(args.out).write_text(
+            f"# Fault suite results\n\nstockpipe {__version__}, {when}, {platform.machine()} "
+            f"{os.cpu_count()} cores, Kafka {dev.kafka_version} (3 brokers, KRaft), "
+            f"{time.monotonic() - started:.0f} s. Command: `stockpipe dev chaos`.\n\n{table}\n{notes}"
+        )
+    bad = [r.scenario for r in results if not r.ok]
+    if bad:
+        print(f"stockpipe: fault suite: {', '.join(bad)} did not behave as required", file=sys.stderr)
+        return 1
     return 0
 
 

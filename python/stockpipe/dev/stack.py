@@ -267,7 +267,7 @@ def _start_kafka(
         proc = _spawn(cmd, log)
         port = _kafka_ports(dev, node)[0]
         processes.append(
-            {"name": f"kafka-{node}", "pid": proc.pid, "marker": str(props), "log": str(log), "port": port}
+            {"name": f"kafka-{node}", "pid": proc.pid, "marker": str(props), "log": str(log), "port": port, "cmd": cmd}
         )
         started.append((proc, port, log))
     for node, (proc, port, log) in enumerate(started, start=1):
@@ -551,26 +551,53 @@ def _shell_quote(value: str) -> str:
     return shlex.quote(value)
 
 
-def stop_service(cfg: Config, name: str) -> None:
+def stop_service(cfg: Config, name: str, grace: float = 5) -> None:
     """Stops one service of the running stack (fault tests: the S3 server going away)."""
     state = read_state(cfg.dev)
     if state is None:
         raise DevStackError("the dev stack is not running")
     for proc in state["processes"]:
         if proc["name"] == name:
-            stop_process(proc, grace=5)
+            stop_process(proc, grace=grace)
             return
     raise DevStackError(f"no service {name!r} in the stack")
 
 
 def start_service(cfg: Config, name: str) -> None:
-    """Starts a stopped service again with its recorded settings (only the S3 server)."""
+    """Starts a stopped service again with its recorded settings (fault tests)."""
     state = read_state(cfg.dev)
-    if state is None or name != "s3":
-        raise DevStackError(f"cannot restart {name!r}")
+    if state is None:
+        raise DevStackError("the dev stack is not running")
     layout = _layout(cfg.dev)
-    secret, kms_key = _credentials(layout)
-    kept = [p for p in state["processes"] if p["name"] != "s3"]
-    _start_s3(cfg, layout, print, secret, kms_key, kept)
-    state["processes"] = kept
+    if name == "s3":
+        secret, kms_key = _credentials(layout)
+        kept = [p for p in state["processes"] if p["name"] != "s3"]
+        _start_s3(cfg, layout, lambda _m: None, secret, kms_key, kept)
+        state["processes"] = kept
+        _write_state(layout, state)
+        return
+    proc = next((p for p in state["processes"] if p["name"] == name and "cmd" in p), None)
+    if proc is None:
+        raise DevStackError(f"cannot restart {name!r}")
+    if _alive(int(proc["pid"]), str(proc["marker"])):
+        return
+    log = Path(proc["log"])
+    popen = _spawn([str(c) for c in proc["cmd"]], log)
+    proc["pid"] = popen.pid
     _write_state(layout, state)
+    _wait_until(partial(_port_open, int(proc["port"])), 90, name, popen, log)
+
+
+def signal_service(cfg: Config, name: str, sig: int) -> int:
+    """Sends ``sig`` to one service of the stack (kill -9, SIGSTOP, SIGCONT); returns its pid."""
+    state = read_state(cfg.dev)
+    if state is None:
+        raise DevStackError("the dev stack is not running")
+    for proc in state["processes"]:
+        if proc["name"] == name and _alive(int(proc["pid"]), str(proc["marker"])):
+            os.kill(int(proc["pid"]), sig)
+            if sig == signal.SIGKILL:
+                while _alive(int(proc["pid"]), str(proc["marker"])):
+                    time.sleep(0.02)
+            return int(proc["pid"])
+    raise DevStackError(f"{name!r} is not running")

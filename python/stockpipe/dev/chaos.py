@@ -1,0 +1,917 @@
+"""``stockpipe dev chaos``: the fault suite.
+
+Each scenario runs the real pipeline — simulator → producer → 3 Kafka brokers → sink → S3 server —
+injects one kind of fault, then checks every record against the simulator's ledger:
+
+* **lost**: records the producer had acknowledged that never reached S3 (a gate: must be 0);
+* **duplicated**: trades in S3 more often than the simulator sent them (a gate: must be 0);
+* **reordered**: adjacent records of one symbol whose order in S3 differs from the ledger (a gate);
+* **detect**: seconds from the fault until a pipeline process logged it (reconnect, rebalance, retry);
+* **recover**: seconds from the end of the fault until records flow again from producer and sink.
+
+Two control runs are made to fail the gates (idempotence off; RF 2 with min.insync.replicas 1 and
+both replicas lost): a checker that cannot see loss and duplicates would pass them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stockpipe.config import Config
+from stockpipe.dev import stack
+from stockpipe.exceptions import DevStackError
+
+Say = Callable[[str], None]
+SYMBOLS = "AAPL,MSFT,AMZN,NVDA,TSLA,BINANCE:BTCUSDT,OANDA:EUR_USD,IC MARKETS:1"
+#: A killed sink's partitions move on after 6 s instead of 45 s.
+SINK_LIBRDKAFKA = "session.timeout.ms=6000,heartbeat.interval.ms=1000"
+_STATUS = re.compile(r"frames/s|records/s")
+_NOTICE = re.compile(
+    r"WARNING|ERROR|reconnect|rebalanc|assign|revok|retr(y|ies)|pause|disconnect|timed out|refused|"
+    r"down|not leader|SlowDown|503|unavailable",
+    re.IGNORECASE,
+)
+
+
+class Proc:
+    """A pipeline process whose output lines are kept with the time they arrived."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.popen = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream,), daemon=True)
+            for stream in (self.popen.stdout, self.popen.stderr)
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            with self._lock:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def snapshot(self) -> list[tuple[float, str]]:
+        with self._lock:
+            return list(self.lines)
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            code = self.popen.wait(10)
+        for reader in self._readers:
+            reader.join(5)
+        return code
+
+    def stop(self, timeout: float = 60) -> int:
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def counter(self, key: str) -> list[tuple[float, float]]:
+        """``(time, value)`` of ``key N`` in each status line."""
+        pattern = re.compile(rf"{key}\s+([0-9.]+)")
+        out = []
+        for at, line in self.snapshot():
+            m = pattern.search(line) if _STATUS.search(line) or key == "acked" else None
+            if m:
+                out.append((at, float(m.group(1))))
+        return out
+
+    def tail(self, n: int = 15) -> str:
+        return "\n".join(line for _, line in self.snapshot()[-n:])
+
+
+@dataclass
+class Result:
+    """One scenario's counts, checked record by record."""
+
+    scenario: str
+    control: bool
+    sent: int = 0
+    acked: int = 0
+    in_kafka: int = 0
+    in_s3: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    detect_s: float | None = None
+    recover_s: float | None = None
+    note: str = ""
+    seconds: float = 0.0
+
+    @property
+    def gates_hold(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.reordered == 0
+
+    @property
+    def ok(self) -> bool:
+        """A normal scenario must hold the gates; a control run must break them."""
+        return self.gates_hold != self.control
+
+
+@dataclass
+class Run:
+    """The processes and timings of one scenario while it runs."""
+
+    chaos: Chaos
+    topic: str
+    group: str
+    prefix: str
+    ledger: Path
+    duration: float
+    producer_args: list[str]
+    producers: list[Proc] = field(default_factory=list)
+    sinks: list[Proc] = field(default_factory=list)
+    fault_start: float | None = None
+    fault_end: float | None = None
+    acked_floor: int = 0
+    note: str = ""
+    ws_url: str = ""
+    s3_proxy: FaultProxy | None = None
+    s3_endpoint: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float:
+        return max(1.0, self.duration - (time.monotonic() - self.started))
+
+    def start_producer(self, extra: list[str] | None = None) -> Proc:
+        proc = self.chaos.producer(self, extra or [])
+        self.producers.append(proc)
+        return proc
+
+    def start_sink(self) -> Proc:
+        proc = self.chaos.sink(self)
+        self.sinks.append(proc)
+        return proc
+
+    def begin(self) -> None:
+        self.fault_start = time.monotonic()
+
+    def end(self) -> None:
+        self.fault_end = time.monotonic()
+
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass
+class Scenario:
+    name: str
+    what: str
+    inject: Callable[[Run], None]
+    duration: float = 30.0
+    rate: int = 2000
+    sim_args: list[str] = field(default_factory=list)
+    producer_args: list[str] = field(default_factory=list)
+    sinks: int = 1
+    sink_after: bool = False
+    s3_proxy: bool = False
+    control: bool = False
+    topic_config: dict[str, str] = field(default_factory=dict)
+
+
+class Chaos:
+    """A 3-broker stack of its own and the means to break it."""
+
+    def __init__(self, cfg: Config, workdir: Path, say: Say = print) -> None:
+        self.cfg = cfg
+        self.workdir = workdir
+        self.say = say
+        self.state: dict[str, Any] = {}
+        self.env: dict[str, str] = {}
+
+    def up(self) -> None:
+        if self.cfg.dev.brokers != 3:
+            raise DevStackError("the fault suite needs 3 brokers ([dev] brokers = 3)")
+        self.state = stack.up(self.cfg, say=self.say)
+        self.env = dict(os.environ, **stack.client_env(self.state))
+        self.env.pop("STOCKPIPE_CONFIG", None)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def down(self) -> None:
+        stack.down(self.cfg, say=lambda _m: None)
+
+    # -- the services ------------------------------------------------------------------------
+
+    def kafka_conf(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {"bootstrap.servers": str(self.state["bootstrap_servers"])}
+        for key, value in self.state.get("kafka_security", {}).items():
+            conf[key.replace("_", ".")] = value
+        return conf
+
+    def admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient(self.kafka_conf())
+
+    def replicas(self, topic: str, partition: int = 0) -> tuple[int, list[int], list[int]]:
+        """``(leader, replicas, isr)`` of one partition (leader -1 when it has none)."""
+        md = self.admin().list_topics(topic, timeout=10)
+        p = md.topics[topic].partitions[partition]
+        return int(p.leader), [int(r) for r in p.replicas], [int(r) for r in p.isrs]
+
+    def wait_leader(self, topic: str, partition: int = 0, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                leader, _, _ = self.replicas(topic, partition)
+                if leader >= 0:
+                    return leader
+            except Exception:  # noqa: BLE001 - the cluster may be between leaders
+                pass
+            time.sleep(0.2)
+        raise DevStackError(f"{topic}[{partition}] has no leader after {timeout:.0f}s")
+
+    def wait_isr(self, topic: str, size: int = 2, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                md = self.admin().list_topics(topic, timeout=10)
+                if all(len(p.isrs) >= size for p in md.topics[topic].partitions.values()):
+                    return
+            except Exception:  # noqa: BLE001
+                pass
+            time.sleep(0.5)
+
+    def kill9(self, name: str) -> None:
+        stack.signal_service(self.cfg, name, signal.SIGKILL)
+
+    def start(self, name: str) -> None:
+        stack.start_service(self.cfg, name)
+
+    def stop(self, name: str, grace: float = 5) -> None:
+        stack.stop_service(self.cfg, name, grace)
+
+    def sig(self, name: str, sig: int) -> None:
+        stack.signal_service(self.cfg, name, sig)
+
+    # -- the pipeline ------------------------------------------------------------------------
+
+    def simulator(self, sc: Scenario, ledger: Path) -> tuple[subprocess.Popen[str], str]:
+        cmd = [
+            sys.executable, "-m", "stockpipe", "simulate", "--port", "0", "--symbols", SYMBOLS,
+            "--rate", str(sc.rate), "--duration", str(sc.duration), "--ledger", str(ledger),
+            "--trades-per-frame", "10", "--ping-interval-s", "2", "--seed", str(random.randrange(1 << 30)),
+            *sc.sim_args,
+        ]  # fmt: skip
+        sim = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert sim.stdout is not None
+        line = sim.stdout.readline()
+        if not line.startswith("listening on "):
+            raise DevStackError(f"the simulator did not start: {line}{sim.stderr.read() if sim.stderr else ''}")
+        return sim, f"ws://{line.split()[-1]}"
+
+    def producer(self, run: Run, extra: list[str]) -> Proc:
+        cmd = [
+            sys.executable, "-m", "stockpipe.producer", "-v", "--ws-url", run.ws_url, "--api-key", "chaos",
+            "--symbols", SYMBOLS, "--topic", run.topic, "--dlq-topic", run.topic + "-dlq",
+            "--duration", f"{run.remaining() + 3:.1f}", "--status-interval", "0.5", "--backoff-initial-s", "0.2",
+            "--backoff-max-s", "2", *run.producer_args, *extra,
+        ]  # fmt: skip
+        return Proc(f"producer-{len(run.producers) + 1}", cmd, self.env)
+
+    def sink(self, run: Run) -> Proc:
+        env = dict(
+            self.env,
+            STOCKPIPE_KAFKA_TOPIC=run.topic,
+            STOCKPIPE_KAFKA_DLQ_TOPIC=run.topic + "-dlq",
+            STOCKPIPE_KAFKA_GROUP_ID=run.group,
+            STOCKPIPE_KAFKA_LIBRDKAFKA=SINK_LIBRDKAFKA,
+            STOCKPIPE_SINK_OUTPUT=f"s3://{self.state['bucket']}/{run.prefix}",
+            STOCKPIPE_SINK_STATUS_INTERVAL="0.5",
+            STOCKPIPE_S3_ENDPOINT_URL=run.s3_endpoint or self.env["STOCKPIPE_S3_ENDPOINT_URL"],
+        )
+        return Proc(f"sink-{len(run.sinks) + 1}", [sys.executable, "-m", "stockpipe.consumer", "-v"], env)
+
+    def create_topic(self, topic: str, config: dict[str, str]) -> None:
+        from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+        new = NewTopic(topic, num_partitions=3, replication_factor=2, config={"min.insync.replicas": "1", **config})
+        admin = self.admin()  # kept alive until the futures resolve
+        for future in admin.create_topics([new], operation_timeout=30).values():
+            future.result()
+        self.wait_leader(topic)
+
+    def caught_up(self, run: Run, timeout: float) -> bool:
+        """True once every record of the topic is in S3 (by partition and offset)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(dict(self.kafka_conf(), **{"group.id": f"watch-{run.group}"}))
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not self._sinks_idle(run):
+                    time.sleep(1)
+                    continue
+                try:
+                    parts = [TopicPartition(run.topic, p) for p in range(3)]
+                    total = sum(consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts)
+                    if len({(p, o) for p, o, _ in self.s3_records(run.prefix)}) >= total:
+                        return True
+                except Exception:  # noqa: BLE001 - retried until the deadline
+                    pass
+                time.sleep(3)
+            return False
+        finally:
+            consumer.close()
+
+    @staticmethod
+    def _sinks_idle(run: Run) -> bool:
+        """The live sinks' last status lines show no lag and nothing buffered (reading S3 is dearer)."""
+        live = [s for s in run.sinks if s.popen.poll() is None]
+        for sink in live:
+            lines = [line for _, line in sink.snapshot() if "records/s" in line]
+            if not lines or not re.search(r"lag\s+0 .*oldest buffered\s+0\.0s", lines[-1]):
+                return False
+        return bool(live)
+
+    # -- checking ------------------------------------------------------------------------------
+
+    def kafka_records(self, topic: str) -> list[tuple[str, str, str, int]]:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(
+            dict(self.kafka_conf(), **{"group.id": f"check-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
+        )
+        consumer.subscribe([topic])
+        out: list[tuple[str, str, str, int]] = []
+        idle = time.monotonic()
+        while time.monotonic() - idle < 4:
+            batch = consumer.consume(10_000, 0.5)
+            for m in batch:
+                if m.error() is None:
+                    out.append(_identity(json.loads(m.value() or b"{}", parse_float=str, parse_int=str)))
+            if batch:
+                idle = time.monotonic()
+        consumer.close()
+        return out
+
+    def s3_records(self, prefix: str) -> list[tuple[int, int, tuple[str, str, str, int]]]:
+        """``(partition, offset, trade)`` of every line the sink wrote under ``prefix``."""
+        import boto3
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.state["s3_endpoint_url"],
+            aws_access_key_id=self.state["aws_access_key_id"],
+            aws_secret_access_key=self.state["aws_secret_access_key"],
+            region_name=self.state["aws_region"],
+        )
+        bucket = self.state["bucket"]
+        out = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/raw.data/"):
+            for obj in page.get("Contents", []):
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                for line in body.splitlines():
+                    rec = json.loads(line, parse_float=str, parse_int=str)
+                    out.append((int(rec["kafka_partition"]), int(rec["kafka_offset"]), _identity(rec)))
+        return out
+
+
+def _identity(rec: dict[str, Any]) -> tuple[str, str, str, int]:
+    return (str(rec["symbol"]), str(rec["price"]), str(rec["volume"]), int(rec["trade_ts"]))
+
+
+def _read_ledger(path: Path) -> list[tuple[str, str, str, int]]:
+    with open(path) as handle:
+        return [_identity(json.loads(line)) for line in handle if line.strip()]
+
+
+def check(
+    sent: list[tuple[str, str, str, int]],
+    acked: int,
+    in_kafka: list[tuple[str, str, str, int]],
+    in_s3: list[tuple[int, int, tuple[str, str, str, int]]],
+) -> dict[str, int]:
+    """Counts loss, duplicates and reordering of S3's records against the ledger."""
+    want = Counter(sent)
+    got = Counter(trade for _, _, trade in in_s3)
+    matched = sum(min(n, got[t]) for t, n in want.items())
+    offsets = Counter((p, o) for p, o, _ in in_s3)
+    duplicated = sum(max(0, n - want[t]) for t, n in got.items()) + sum(n - 1 for n in offsets.values() if n > 1)
+    # Each S3 record takes the first unused ledger position of its trade; per symbol, in offset
+    # order, positions must rise.
+    positions: dict[tuple[str, str, str, int], list[int]] = defaultdict(list)
+    for i, t in enumerate(sent):
+        positions[t].append(i)
+    used: Counter[tuple[str, str, str, int]] = Counter()
+    by_symbol: dict[str, list[int]] = defaultdict(list)
+    for _, _, t in sorted(set(in_s3)):
+        k = used[t]
+        used[t] += 1
+        if k < len(positions[t]):
+            by_symbol[t[0]].append(positions[t][k])
+    reordered = sum(1 for seq in by_symbol.values() for a, b in itertools.pairwise(seq) if b < a)
+    return {
+        "sent": len(sent),
+        "in_kafka": len(in_kafka),
+        "in_s3": len(in_s3),
+        "lost": max(0, acked - matched),
+        "duplicated": duplicated,
+        "reordered": reordered,
+    }
+
+
+def _first_notice(procs: list[Proc], after: float, until: float) -> float | None:
+    """Seconds from ``after`` until a process logged something about the fault (None: nothing
+    logged it before ``until``; the clients retried silently)."""
+    noticed = [
+        at
+        for p in procs
+        for at, line in p.snapshot()
+        if after <= at <= until and not _STATUS.search(line) and _NOTICE.search(line)
+    ]
+    return min(noticed) - after if noticed else None
+
+
+def _progress_after(procs: list[Proc], key: str, after: float) -> float | None:
+    """When any of ``procs`` first reported ``key`` above its value at ``after``."""
+    best = None
+    for p in procs:
+        before = 0.0
+        for at, value in p.counter(key):
+            if at <= after:
+                before = value
+            elif value > before:
+                best = at if best is None else min(best, at)
+                break
+    return best
+
+
+def run_scenario(chaos: Chaos, sc: Scenario, say: Say) -> Result:
+    topic = f"chaos-{sc.name}-{uuid.uuid4().hex[:6]}"
+    ledger = chaos.workdir / f"{topic}.ledger.jsonl"
+    chaos.create_topic(topic, sc.topic_config)
+    run = Run(
+        chaos=chaos,
+        topic=topic,
+        group=f"sink-{topic}",
+        prefix=f"chaos/{topic}",
+        ledger=ledger,
+        duration=sc.duration,
+        producer_args=list(sc.producer_args),
+    )
+    started = time.monotonic()
+    sim, run.ws_url = chaos.simulator(sc, ledger)
+    if sc.s3_proxy:
+        run.s3_proxy = FaultProxy(int(chaos.state["s3_endpoint_url"].rsplit(":", 1)[1]))
+        run.s3_endpoint = run.s3_proxy.url
+    try:
+        if not sc.sink_after:
+            for _ in range(sc.sinks):
+                run.start_sink()
+        run.start_producer()
+        sc.inject(run)
+        for p in run.producers:
+            p.wait(sc.duration + 180)
+        sim.wait(60)
+        if sc.sink_after:
+            run.start_sink()
+        if not chaos.caught_up(run, 240):
+            run.note += "sink did not catch up within 240 s; "
+        for s in run.sinks:
+            s.stop()
+    finally:
+        for p in [*run.producers, *run.sinks]:
+            p.signal(signal.SIGKILL) if p.popen.poll() is None else None
+        if sim.poll() is None:
+            sim.kill()
+        if run.s3_proxy is not None:
+            run.s3_proxy.close()
+    logs = chaos.workdir / topic
+    logs.mkdir(parents=True, exist_ok=True)
+    for p in [*run.producers, *run.sinks]:
+        (logs / f"{p.name}.log").write_text("\n".join(f"{at - started:8.2f} {line}" for at, line in p.snapshot()))
+    acked = _acked(run)
+    counts = check(_read_ledger(ledger), acked, chaos.kafka_records(topic), chaos.s3_records(run.prefix))
+    result = Result(scenario=sc.name, control=sc.control, acked=acked, note=run.note.strip("; "), **counts)
+    if run.fault_start is not None:
+        until = (run.fault_end or run.fault_start) + 10
+        result.detect_s = _first_notice([*run.producers, *run.sinks], run.fault_start, until)
+    if run.fault_end is not None:
+        # Flowing again = a producer acked and a sink wrote an object after the fault ended.
+        marks = [
+            _progress_after(run.producers, "acked", run.fault_end),
+            _progress_after(run.sinks, "objects", run.fault_end),
+        ]
+        if all(m is not None for m in marks):
+            result.recover_s = max(m for m in marks if m is not None) - run.fault_end
+    result.seconds = time.monotonic() - started
+    ledger.unlink(missing_ok=True)
+    return result
+
+
+def _acked(run: Run) -> int:
+    """Acknowledged trades: each producer's final summary, or its last status line if it was killed."""
+    total = 0
+    for p in run.producers:
+        summary = [line for _, line in p.snapshot() if line.startswith("producer: trades")]
+        if summary:
+            m = re.search(r"acked (\d+)", summary[-1])
+            total += int(m.group(1)) if m else 0
+        else:
+            values = p.counter("acked")
+            total += int(values[-1][1]) if values else 0
+    return total + run.acked_floor
+
+
+class FaultProxy:
+    """A TCP proxy in front of the S3 server that can answer every request with 503 SlowDown."""
+
+    BODY = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>"
+    )
+
+    def __init__(self, upstream: int) -> None:
+        import socket
+
+        self.upstream = upstream
+        self.failing = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.conns: list[Any] = []
+        self.answered = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.failing.is_set():
+                threading.Thread(target=self._slow_down, args=(client,), daemon=True).start()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                client.close()
+                continue
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a: Any, b: Any) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _slow_down(self, client: Any) -> None:
+        try:
+            client.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            client.sendall(
+                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                + f"Content-Length: {len(self.BODY)}\r\n\r\n".encode()
+                + self.BODY
+            )
+            self.answered += 1
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+    def fail(self, on: bool) -> None:
+        if on:
+            self.failing.set()
+            for s in self.conns:  # kept-alive connections must not slip past the fault
+                try:
+                    s.close()
+                except OSError:
+                    pass
+            self.conns.clear()
+        else:
+            self.failing.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.server.close()
+
+
+# -- the scenarios ---------------------------------------------------------------------------------
+
+
+def _leader_name(run: Run) -> str:
+    return f"kafka-{run.chaos.wait_leader(run.topic)}"
+
+
+def leader_kill9_x5(run: Run) -> None:
+    run.pause(4)
+    run.begin()
+    for _ in range(5):
+        victim = _leader_name(run)
+        run.chaos.kill9(victim)
+        run.pause(2)
+        run.chaos.start(victim)  # returns once its port is open (a JVM start: ~5 s)
+        run.pause(1)
+    run.end()
+
+
+def broker_sigstop_30s(run: Run) -> None:
+    run.pause(4)
+    victim = _leader_name(run)
+    run.begin()
+    run.chaos.sig(victim, signal.SIGSTOP)
+    run.pause(30)
+    run.chaos.sig(victim, signal.SIGCONT)
+    run.end()
+
+
+def rolling_restart(run: Run) -> None:
+    run.pause(4)
+    run.begin()
+    for node in (1, 2, 3):
+        run.chaos.stop(f"kafka-{node}", grace=60)  # a controlled shutdown moves leadership first
+        run.chaos.start(f"kafka-{node}")
+        run.chaos.wait_isr(run.topic)
+    run.end()
+
+
+def sink_kill9_x5(run: Run) -> None:
+    run.pause(3)
+    run.begin()
+    for _ in range(5):
+        run.pause(random.uniform(1.0, 4.0))
+        run.sinks[-1].signal(signal.SIGKILL)
+        run.sinks[-1].wait(10)
+        run.start_sink()
+    run.end()
+
+
+def two_sinks_one_killed(run: Run) -> None:
+    run.pause(6)
+    run.begin()
+    run.sinks[0].signal(signal.SIGKILL)
+    run.sinks[0].wait(10)
+    run.end()
+
+
+def rebalance_add_sink(run: Run) -> None:
+    run.pause(6)
+    run.begin()
+    run.start_sink()
+    run.end()
+
+
+def s3_stopped_30s(run: Run) -> None:
+    run.pause(4)
+    run.begin()
+    run.chaos.stop("s3")
+    run.pause(30)
+    run.chaos.start("s3")
+    run.end()
+
+
+def s3_slowdown(run: Run) -> None:
+    proxy = run.s3_proxy
+    assert proxy is not None
+    run.pause(4)
+    run.begin()
+    proxy.fail(True)
+    run.pause(15)
+    proxy.fail(False)
+    run.end()
+    run.note += f"{proxy.answered} requests answered 503 SlowDown; "
+
+
+def ws_inherent(first_fault_s: float) -> Callable[[Run], None]:
+    """Faults the simulator injects itself; the first comes ``first_fault_s`` after the start."""
+
+    def inject(run: Run) -> None:
+        if first_fault_s > 0:
+            run.fault_start = run.started + first_fault_s
+            run.fault_end = run.started + first_fault_s
+
+    return inject
+
+
+def producer_sigterm(run: Run) -> None:
+    run.pause(8)
+    run.begin()
+    run.producers[0].signal(signal.SIGTERM)
+    run.producers[0].wait(60)
+    run.note += "trades the simulator sent after the SIGTERM were never read (not acked, not counted lost); "
+    run.start_producer()
+    run.end()
+
+
+def producer_kill9(run: Run) -> None:
+    run.pause(8)
+    run.begin()
+    run.producers[0].signal(signal.SIGKILL)
+    run.producers[0].wait(10)
+    run.start_producer()
+    run.end()
+    run.note += "kill -9 loses what was read but not yet acked (frame → ack); see docs/reliability.md; "
+
+
+def control_idempotence_off(run: Run) -> None:
+    """The follower pauses: the leader has appended each batch but cannot complete acks=all, so it
+    answers REQUEST_TIMED_OUT after the request timeout and the producer sends the batch again."""
+    run.pause(4)
+    run.begin()
+    for _ in range(4):
+        leader, replicas, _ = run.chaos.replicas(run.topic)
+        victim = f"kafka-{next(r for r in replicas if r != leader)}"
+        run.chaos.sig(victim, signal.SIGSTOP)
+        run.pause(4)
+        run.chaos.sig(victim, signal.SIGCONT)
+        run.pause(2)
+    run.end()
+
+
+def control_both_replicas_lost(run: Run) -> None:
+    """RF 2, min.insync.replicas 1: the follower dies, the leader alone acks, then the leader dies."""
+    chaos = run.chaos
+    run.pause(3)
+    leader, replicas, _ = chaos.replicas(run.topic)
+    follower = next(r for r in replicas if r != leader)
+    run.begin()
+    chaos.kill9(f"kafka-{follower}")
+    # Once the controller fences the follower (broker.session.timeout.ms, 9 s) the ISR is the
+    # leader alone, which then acknowledges by itself (min.insync.replicas 1).
+    run.pause(16)
+    for p in run.producers:
+        p.stop()
+    chaos.kill9(f"kafka-{leader}")  # both replicas of partition 0 are gone
+    chaos.start(f"kafka-{follower}")
+    from confluent_kafka import ElectionType, TopicPartition
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            admin = chaos.admin()
+            admin.elect_leaders(ElectionType.UNCLEAN, [TopicPartition(run.topic, 0)]).result()
+            if chaos.replicas(run.topic)[0] == follower:
+                break
+        except Exception:  # noqa: BLE001 - the quorum is still forming
+            pass
+        time.sleep(1)
+    chaos.start(f"kafka-{leader}")  # comes back as a follower and truncates to the new leader
+    chaos.wait_isr(run.topic)
+    run.end()
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("leader-kill9-x5", "partition leader broker kill -9 during produce, 5 times", leader_kill9_x5, 90),
+    Scenario("broker-sigstop-30s", "partition leader SIGSTOP for 30 s", broker_sigstop_30s, 45),
+    Scenario("rolling-restart", "rolling restart of all three brokers", rolling_restart, 50),
+    Scenario("sink-kill9-x5", "sink kill -9 at random moments, 5 times", sink_kill9_x5, 30),
+    Scenario("two-sinks-one-killed", "two sinks in one group, one killed", two_sinks_one_killed, 25, sinks=2),
+    Scenario("rebalance-add-sink", "a second sink joins the group", rebalance_add_sink, 25),
+    Scenario("s3-stopped-30s", "S3 server stopped for 30 s", s3_stopped_30s, 45),
+    Scenario("s3-503-slowdown", "S3 answers 503 SlowDown for 15 s (proxy)", s3_slowdown, 30, s3_proxy=True),
+    Scenario(
+        "ws-drop-no-close",
+        "WebSocket dropped without a close frame",
+        ws_inherent(5),
+        20,
+        sim_args=["--disconnect-every-s", "5", "--disconnect-kinds", "noclose,reset"],
+    ),
+    Scenario(
+        "ws-half-open",
+        "WebSocket half-open: silence, no close",
+        ws_inherent(5),
+        20,
+        sim_args=["--disconnect-every-s", "5", "--disconnect-kinds", "silent"],
+        producer_args=["--silence-timeout-s", "2"],
+    ),
+    Scenario("ws-duplicates", "duplicate frames", ws_inherent(0), 15, sim_args=["--duplicate-rate", "0.05"]),
+    Scenario(
+        "ws-out-of-order",
+        "frames with times going backwards",
+        ws_inherent(0),
+        15,
+        sim_args=["--out-of-order-rate", "0.1"],
+    ),
+    Scenario("ws-malformed", "malformed frames", ws_inherent(0), 15, sim_args=["--malformed-rate", "0.1"]),
+    Scenario(
+        "ws-429-upgrade",
+        "HTTP 429 at the WebSocket upgrade",
+        ws_inherent(0.01),
+        15,
+        sim_args=["--reject-upgrades", "2", "--reject-status", "429"],
+        producer_args=["--rate-limited-backoff-s", "1"],
+    ),
+    Scenario("producer-sigterm", "producer stopped with SIGTERM, restarted", producer_sigterm, 20),
+    Scenario("producer-kill9", "producer killed with kill -9, restarted", producer_kill9, 20),
+    Scenario(
+        "control-idempotence-off",
+        "CONTROL: idempotence off, a follower paused 4× (acks=all times out → retries)",
+        control_idempotence_off,
+        35,
+        producer_args=["--no-idempotence", "--librdkafka", "request.timeout.ms=1500,retry.backoff.ms=50"],
+        control=True,
+    ),
+    Scenario(
+        "control-both-replicas-lost",
+        "CONTROL: RF 2, min.insync.replicas 1, both replicas of a partition lost",
+        control_both_replicas_lost,
+        40,
+        sink_after=True,
+        control=True,
+    ),
+]
+
+
+def table(results: list[Result]) -> str:
+    head = (
+        "| scenario | sent | acked | in Kafka | in S3 | lost | duplicated | reordered | detect s | recover s "
+        "| gates |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    rows = []
+    for r in results:
+
+        def secs(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        if r.control:
+            verdict = "fail (expected: control)" if not r.gates_hold else "**PASS: control did not fail**"
+        else:
+            verdict = "hold" if r.gates_hold else "**FAIL**"
+        rows.append(
+            f"| {r.scenario} | {r.sent} | {r.acked} | {r.in_kafka} | {r.in_s3} | {r.lost} | {r.duplicated} | "
+            f"{r.reordered} | {secs(r.detect_s)} | {secs(r.recover_s)} | {verdict} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def run(
+    cfg: Config,
+    names: list[str] | None = None,
+    *,
+    workdir: Path | None = None,
+    say: Say = print,
+    keep_stack: bool = False,
+) -> list[Result]:
+    """Runs the named scenarios (all by default) on a 3-broker stack; returns their results."""
+    chosen = [s for s in SCENARIOS if not names or s.name in names]
+    unknown = set(names or []) - {s.name for s in SCENARIOS}
+    if unknown:
+        raise DevStackError(f"unknown scenario(s) {', '.join(sorted(unknown))}; see --list")
+    chaos = Chaos(cfg, workdir or Path(cfg.dev.home) / "chaos-work", say)
+    chaos.up()
+    results = []
+    try:
+        for sc in chosen:
+            say(f"── {sc.name}: {sc.what} ({sc.duration:.0f} s of trades)")
+            result = run_scenario(chaos, sc, say)
+            results.append(result)
+            say(table([result]).splitlines()[-1] + (f"  {result.note}" if result.note else ""))
+    finally:
+        if not keep_stack:
+            chaos.down()
+    return results
+
+
+def scenario_names() -> Iterator[tuple[str, str]]:
+    for s in SCENARIOS:
+        yield s.name, s.what
+
+
+def as_dicts(results: list[Result]) -> list[dict[str, Any]]:
+    return [dict(dataclasses.asdict(r), gates_hold=r.gates_hold, ok=r.ok) for r in results]

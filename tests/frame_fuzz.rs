@@ -75,8 +75,16 @@ fn a_million_mutated_frames_never_panic() {
     assert!(rejected > 100_000, "only {rejected} rejections");
 }
 
+/// Cases per target: 20 000 in the test command; `make fuzz` (FUZZ_CASES) runs longer.
+fn fuzz_cases() -> u32 {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(20_000))]
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
 
     #[test]
     fn arbitrary_text_never_panics(text in ".{0,300}") {

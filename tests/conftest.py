@@ -69,12 +69,11 @@ class Stack:
     def bootstrap(self) -> str:
         return str(self.state["bootstrap_servers"])
 
-    def kafka_conf(self) -> dict[str, str]:
+    def kafka_conf(self) -> dict[str, Any]:
         """confluent-kafka settings that reach this stack (TLS and SASL included)."""
-        conf = {"bootstrap.servers": self.bootstrap}
-        for key, value in self.state.get("kafka_security", {}).items():
-            conf[key.replace("_", ".")] = value
-        return conf
+        from stockpipe.dev.stack import kafka_client_conf
+
+        return kafka_client_conf(self.state)
 
     def pids(self) -> list[int]:
         return [int(p["pid"]) for p in self.state.get("processes", [])]
@@ -117,7 +116,7 @@ def unique_topic(prefix: str = "t") -> str:
 
 
 def consume_all(
-    bootstrap: str | dict[str, str],
+    bootstrap: str | dict[str, Any],
     topic: str,
     expected: int | None = None,
     idle_s: float = 5.0,

@@ -360,8 +360,7 @@ def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
     from stockpipe import _native
 
     k = cfg.kafka
-    wanted = [(k.topic, 3), (k.dlq_topic, 1), (k.quotes_topic, 3)]
-    for t in _native.ensure_topics(json.dumps(dataclasses.asdict(k)), wanted, 30.0):
+    for t in _native.ensure_topics(json.dumps(dataclasses.asdict(k)), k.pipeline_topics(), 30.0):
         verb = "created" if t["created"] else "exists"
         print(f"{t['name']}: {verb}, {t['partitions']} partitions, replication factor {t['replication_factor']}")
     return 0

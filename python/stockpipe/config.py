@@ -102,6 +102,10 @@ class KafkaSettings:
     idempotence: bool = _opt(True, "idempotent producer (keep on)")
     librdkafka: dict[str, str] = _opt({}, "raw librdkafka properties, KEY=VALUE,KEY=VALUE")
 
+    def pipeline_topics(self) -> list[tuple[str, int]]:
+        """The topics the pipeline needs, with their partition counts."""
+        return [(self.topic, 3), (self.dlq_topic, 1), (self.quotes_topic, 3)]
+
 
 @dataclass(kw_only=True)
 class ProducerSettings:

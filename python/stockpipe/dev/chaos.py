@@ -16,6 +16,7 @@ both replicas lost): a checker that cannot see loss and duplicates would pass th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -220,15 +221,29 @@ class Chaos:
     # -- the services ------------------------------------------------------------------------
 
     def kafka_conf(self) -> dict[str, Any]:
-        conf: dict[str, Any] = {"bootstrap.servers": str(self.state["bootstrap_servers"])}
-        for key, value in self.state.get("kafka_security", {}).items():
-            conf[key.replace("_", ".")] = value
-        return conf
+        return stack.kafka_client_conf(self.state)
 
-    def admin(self) -> Any:
+    @functools.cached_property
+    def _admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
 
         return AdminClient(self.kafka_conf())
+
+    def admin(self) -> Any:
+        """One admin client for the suite (it reconnects by itself when brokers come back)."""
+        return self._admin
+
+    @functools.cached_property
+    def _s3(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.state["s3_endpoint_url"],
+            aws_access_key_id=self.state["aws_access_key_id"],
+            aws_secret_access_key=self.state["aws_secret_access_key"],
+            region_name=self.state["aws_region"],
+        )
 
     def replicas(self, topic: str, partition: int = 0) -> tuple[int, list[int], list[int]]:
         """``(leader, replicas, isr)`` of one partition (leader -1 when it has none)."""
@@ -273,19 +288,22 @@ class Chaos:
 
     # -- the pipeline ------------------------------------------------------------------------
 
-    def simulator(self, sc: Scenario, ledger: Path) -> tuple[subprocess.Popen[str], str]:
+    def simulator(self, sc: Scenario, ledger: Path) -> tuple[Proc, str]:
         cmd = [
             sys.executable, "-m", "stockpipe", "simulate", "--port", "0", "--symbols", SYMBOLS,
             "--rate", str(sc.rate), "--duration", str(sc.duration), "--ledger", str(ledger),
             "--trades-per-frame", "10", "--ping-interval-s", "2", "--seed", str(random.randrange(1 << 30)),
             *sc.sim_args,
         ]  # fmt: skip
-        sim = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert sim.stdout is not None
-        line = sim.stdout.readline()
-        if not line.startswith("listening on "):
-            raise DevStackError(f"the simulator did not start: {line}{sim.stderr.read() if sim.stderr else ''}")
-        return sim, f"ws://{line.split()[-1]}"
+        sim = Proc("simulator", cmd, self.env)  # its output is drained, so it can never block on a pipe
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sim.popen.poll() is None:
+            ready = [line for _, line in sim.snapshot() if line.startswith("listening on ")]
+            if ready:
+                return sim, f"ws://{ready[0].split()[-1]}"
+            time.sleep(0.05)
+        sim.signal(signal.SIGKILL)
+        raise DevStackError(f"the simulator did not start:\n{sim.tail()}")
 
     def producer(self, run: Run, extra: list[str]) -> Proc:
         cmd = [
@@ -313,8 +331,7 @@ class Chaos:
         from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
         new = NewTopic(topic, num_partitions=3, replication_factor=2, config={"min.insync.replicas": "1", **config})
-        admin = self.admin()  # kept alive until the futures resolve
-        for future in admin.create_topics([new], operation_timeout=30).values():
+        for future in self.admin().create_topics([new], operation_timeout=30).values():
             future.result()
         self.wait_leader(topic)
 
@@ -374,15 +391,7 @@ class Chaos:
 
     def s3_records(self, prefix: str) -> list[tuple[int, int, tuple[str, str, str, int]]]:
         """``(partition, offset, trade)`` of every line the sink wrote under ``prefix``."""
-        import boto3
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=self.state["s3_endpoint_url"],
-            aws_access_key_id=self.state["aws_access_key_id"],
-            aws_secret_access_key=self.state["aws_secret_access_key"],
-            region_name=self.state["aws_region"],
-        )
+        s3 = self._s3
         bucket = self.state["bucket"]
         out = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/raw.data/"):
@@ -499,14 +508,13 @@ def run_scenario(chaos: Chaos, sc: Scenario, say: Say) -> Result:
             s.stop()
     finally:
         for p in [*run.producers, *run.sinks]:
-            p.signal(signal.SIGKILL) if p.popen.poll() is None else None
-        if sim.poll() is None:
-            sim.kill()
+            p.signal(signal.SIGKILL)
+        sim.signal(signal.SIGKILL)
         if run.s3_proxy is not None:
             run.s3_proxy.close()
     logs = chaos.workdir / topic
     logs.mkdir(parents=True, exist_ok=True)
-    for p in [*run.producers, *run.sinks]:
+    for p in [sim, *run.producers, *run.sinks]:
         (logs / f"{p.name}.log").write_text("\n".join(f"{at - started:8.2f} {line}" for at, line in p.snapshot()))
     acked = _acked(run)
     counts = check(_read_ledger(ledger), acked, chaos.kafka_records(topic), chaos.s3_records(run.prefix))
@@ -787,8 +795,7 @@ def control_both_replicas_lost(run: Run) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not elected:
         try:
-            admin = chaos.admin()
-            admin.elect_leaders(ElectionType.UNCLEAN, [TopicPartition(run.topic, 0)]).result()
+            chaos.admin().elect_leaders(ElectionType.UNCLEAN, [TopicPartition(run.topic, 0)]).result()
         except Exception:  # noqa: BLE001 - the quorum is still forming
             pass
         try:

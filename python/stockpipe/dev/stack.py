@@ -290,8 +290,7 @@ def _wait_for_cluster(
         try:
             brokers = _native.cluster_brokers(payload, 5.0)
             if len(brokers) >= cfg.dev.brokers:
-                topics = [(cfg.kafka.topic, 3), (cfg.kafka.dlq_topic, 1), (cfg.kafka.quotes_topic, 3)]
-                result: list[dict[str, Any]] = _native.ensure_topics(payload, topics, 30.0)
+                result: list[dict[str, Any]] = _native.ensure_topics(payload, cfg.kafka.pipeline_topics(), 30.0)
                 return result
         except Exception as exc:  # noqa: BLE001 - retried until the deadline, then reported
             last_error = str(exc)
@@ -538,6 +537,14 @@ def client_env(state: dict[str, Any]) -> dict[str, str]:
     for key, value in state.get("kafka_security", {}).items():
         values[f"STOCKPIPE_KAFKA_{key.upper()}"] = value
     return {k: str(v) for k, v in values.items()}
+
+
+def kafka_client_conf(state: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka (confluent-kafka) settings that reach the stack, TLS and SASL included."""
+    conf: dict[str, Any] = {"bootstrap.servers": str(state["bootstrap_servers"])}
+    for key, value in state.get("kafka_security", {}).items():
+        conf[key.replace("_", ".")] = value
+    return conf
 
 
 def env_lines(state: dict[str, Any]) -> list[str]:

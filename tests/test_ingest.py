@@ -255,3 +255,70 @@ def test_simulator_replays_a_file_of_frames(stack: Stack, tmp_path: Path) -> Non
     assert by_symbol_from_kafka(messages) == by_symbol_from_ledger(read_ledger(ledger))
     prices = sorted(json.loads(m.value(), parse_float=str)["price"] for m in messages)
     assert prices == ["0.00001234", "129.575", "129.58"]
+
+
+class _HugeFrameServer:
+    """A WebSocket server that answers the upgrade, then announces a 4 GiB text frame and sends
+    only its first bytes, keeping the connection open: a client that read frames whole would hang."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self.server.getsockname()[1]}"
+        self.connections = 0
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import base64
+        import hashlib
+        import struct
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in request.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            conn.sendall(b"\x81\x7f" + struct.pack(">Q", 4 << 30) + b'{"type":"trade","data":[')
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_an_oversized_frame_is_refused_from_its_header(stack: Stack) -> None:
+    server = _HugeFrameServer()
+    topic = unique_topic("huge")
+    try:
+        done = subprocess.run(
+            producer_cmd("--ws-url", server.url, "--api-key", "k", "--symbols", "AAPL", "--topic", topic,
+                         "--max-frame-bytes", "65536", "--backoff-initial-s", "0.1", "--backoff-max-s", "0.5",
+                         "--silence-timeout-s", "30", "--duration", "6"),
+            env=stack.env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Refused as soon as the header announced 4 GiB (the silence watchdog, 30 s, never fired):
+    # the client reconnected again and again within the 6 seconds.
+    assert "oversized frame refused" in done.stderr, done.stderr[-2000:]
+    assert server.connections >= 3, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

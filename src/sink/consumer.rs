@@ -1,5 +1,7 @@
-//! The sink's consumer loop: one thread polls Kafka, batches per partition, writes through the
-//! claim protocol, and commits offsets only after the objects are durable.
+//! The sink's consumer loop: one thread polls Kafka and batches per partition; each partition's
+//! closed batch is written through the claim protocol on the runtime (one write in flight per
+//! partition, partitions in parallel), and its offset is committed only after the objects are
+//! durable.
 
 use super::claims::{self, Claim, Claimed, Resume};
 use super::encode::{self, Day, Line};
@@ -16,14 +18,57 @@ use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 enum Event {
     Assigned(i32, Resume),
     Revoked(i32),
+}
+
+/// The partitions with a write in flight. A revoke waits here, so a partition's old owner has
+/// stopped writing before its new owner resumes from the claims.
+#[derive(Default)]
+struct InFlight {
+    partitions: Mutex<BTreeSet<i32>>,
+    done: Condvar,
+}
+
+impl InFlight {
+    fn begin(&self, p: i32) {
+        if let Ok(mut s) = self.partitions.lock() {
+            s.insert(p);
+        }
+    }
+
+    fn end(&self, p: i32) {
+        if let Ok(mut s) = self.partitions.lock() {
+            s.remove(&p);
+        }
+        self.done.notify_all();
+    }
+
+    /// Waits until none of `ps` has a write in flight, or `limit` passes (false).
+    fn wait(&self, ps: &[i32], limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let Ok(mut s) = self.partitions.lock() else {
+            return false;
+        };
+        while ps.iter().any(|p| s.contains(p)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = match self.done.wait_timeout(s, left) {
+                Ok((g, _)) => g,
+                Err(_) => return false,
+            };
+        }
+        true
+    }
 }
 
 /// Receives rebalances on the polling thread: decides where each new partition resumes
@@ -34,6 +79,7 @@ struct SinkContext {
     rt: Handle,
     events: Mutex<Vec<Event>>,
     shutdown: Shutdown,
+    inflight: Arc<InFlight>,
 }
 
 impl ClientContext for SinkContext {}
@@ -77,8 +123,14 @@ impl ConsumerContext for SinkContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                for e in tpl.elements() {
-                    self.push(Event::Revoked(e.partition()));
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                if !self.inflight.wait(&revoked, Duration::from_secs(30)) {
+                    // Still safe: a late claim of ours races the new owner's for the same start,
+                    // and If-None-Match lets exactly one exist.
+                    log::warn!("sink: revoked while a write is still in flight");
+                }
+                for p in revoked {
+                    self.push(Event::Revoked(p));
                 }
                 let _ = consumer.unassign();
             }
@@ -150,39 +202,72 @@ pub fn run_sink(
         Duration::from_secs(30),
     ))?;
     log::info!("sink: {} → {}", kcfg.topic, store.describe());
+    let inflight = Arc::new(InFlight::default());
     let context = SinkContext {
         store: store.clone(),
         topic: kcfg.topic.clone(),
         rt: rt.clone(),
         events: Mutex::new(Vec::new()),
         shutdown: shutdown.clone(),
+        inflight: inflight.clone(),
     };
     let mut config = client_config(kcfg, Role::Consumer).map_err(crate::kafka::Error::from)?;
-    config.set("queued.max.messages.kbytes", "65536");
+    // Prefetch up to 64 MB, and fetch again as soon as the loop has taken records off the queue:
+    // librdkafka's default postpones the next fetch by a second once a partition's queue passed
+    // `queued.min.messages`, which starves a loop that drains 100k records in a fraction of that.
+    for (key, value) in [
+        ("queued.max.messages.kbytes", "65536"),
+        ("queued.min.messages", "1000000"),
+        ("fetch.queue.backoff.ms", "20"),
+    ] {
+        if !kcfg.librdkafka.contains_key(key) {
+            config.set(key, value);
+        }
+    }
     let consumer: BaseConsumer<SinkContext> = config.create_with_context(context)?;
     consumer.subscribe(&[&kcfg.topic])?;
     let dlq = TradeProducer::new(kcfg, Metrics::new(crate::kafka::producer::COUNTERS))?;
+    let (done_tx, done_rx) = channel();
     let mut sink = Sink {
-        cfg: scfg.clone(),
-        topic: kcfg.topic.clone(),
+        cfg: Arc::new(scfg.clone()),
+        topic: Arc::from(kcfg.topic.as_str()),
         store,
         rt,
         metrics,
         parts: BTreeMap::new(),
         dlq,
+        inflight,
+        done_tx,
+        done_rx,
+        generations: 0,
+        ready: Vec::new(),
     };
     sink.run(&consumer, &shutdown);
     Ok(())
 }
 
 struct Sink {
-    cfg: SinkConfig,
-    topic: String,
+    cfg: Arc<SinkConfig>,
+    topic: Arc<str>,
     store: Store,
     rt: Handle,
     metrics: Arc<Metrics>,
     parts: BTreeMap<i32, PartitionState>,
     dlq: TradeProducer,
+    inflight: Arc<InFlight>,
+    done_tx: Sender<Done>,
+    done_rx: Receiver<Done>,
+    generations: u64,
+    /// Partitions whose pending batch can start writing (reused buffer).
+    ready: Vec<i32>,
+}
+
+/// A finished write, handed back to the polling thread.
+struct Done {
+    partition: i32,
+    generation: u64,
+    batch: Batch,
+    result: Result<Written>,
 }
 
 impl Sink {
@@ -198,7 +283,19 @@ impl Sink {
                 log::info!("sink: stopping; writing what is buffered");
                 drain_deadline = Some(Instant::now() + Duration::from_secs(30));
             }
-            let polled = consumer.poll(Duration::from_millis(if draining { 0 } else { 100 }));
+            let mut polled = consumer.poll(Duration::ZERO);
+            if polled.is_none() {
+                // Nothing to read: wait for whichever comes first that has work for us. With a
+                // write in flight that is its completion (the next one of the partition starts
+                // right away), otherwise the next record.
+                if self.parts.values().any(|s| s.inflight.is_some()) {
+                    if let Ok(done) = self.done_rx.recv_timeout(Duration::from_millis(20)) {
+                        self.finish(consumer, done);
+                    }
+                } else if !draining {
+                    polled = consumer.poll(Duration::from_millis(100));
+                }
+            }
             self.apply_rebalances(consumer);
             if !draining {
                 match polled {
@@ -210,29 +307,36 @@ impl Sink {
                     None => {}
                 }
             }
+            while let Ok(done) = self.done_rx.try_recv() {
+                self.finish(consumer, done);
+            }
             let now = Instant::now();
-            let partitions: Vec<i32> = self.parts.keys().copied().collect();
-            for p in partitions {
-                let Some(st) = self.parts.get_mut(&p) else {
-                    continue;
-                };
-                if st.pending.is_none() {
-                    if let Some(why) = st.should_close(size, bytes, age, draining, now) {
-                        log::debug!("sink: partition {p} batch closes ({why:?})");
-                        st.pending = st.take();
+            let mut ready = std::mem::take(&mut self.ready);
+            for (p, st) in self.parts.iter_mut() {
+                if let Some(why) = st.should_close(size, bytes, age, draining, now) {
+                    log::debug!("sink: partition {p} batch closes ({why:?})");
+                    if let Some(batch) = st.take() {
+                        st.pending.push_back(batch);
                     }
                 }
-                if st.pending.is_some() && now >= st.retry_at {
-                    self.flush(consumer, p);
+                // Claims go strictly in order: one write in flight per partition.
+                if st.inflight.is_none() && !st.pending.is_empty() && now >= st.retry_at {
+                    ready.push(*p);
                 }
             }
+            for p in ready.drain(..) {
+                self.start_write(p);
+            }
+            self.ready = ready;
             if now.duration_since(last_gauges) >= Duration::from_secs(2) {
                 last_gauges = now;
                 self.update_gauges(consumer, now);
             }
             if draining {
                 let idle = self.parts.values().all(|s| {
-                    s.pending.is_none() && s.should_close(size, bytes, age, true, now).is_none()
+                    s.inflight.is_none()
+                        && s.pending.is_empty()
+                        && s.should_close(size, bytes, age, true, now).is_none()
                 });
                 if idle || drain_deadline.is_some_and(|d| now >= d) {
                     break;
@@ -257,8 +361,14 @@ impl Sink {
                     if resume.adopt.is_some() {
                         self.metrics.incr("claims_adopted");
                     }
-                    self.parts
-                        .insert(p, PartitionState::new(p, resume.offset, resume.adopt));
+                    self.generations += 1;
+                    let st = PartitionState::with_generation(
+                        p,
+                        resume.offset,
+                        resume.adopt,
+                        self.generations,
+                    );
+                    self.parts.insert(p, st);
                 }
                 Event::Revoked(p) => {
                     // Whatever was buffered is abandoned cleanly: nothing of it was committed,
@@ -321,20 +431,53 @@ impl Sink {
         }
     }
 
-    /// Writes the pending batch of partition `p`; on failure schedules a retry with backoff and
-    /// pauses the partition so memory stays bounded while storage is away.
-    fn flush(&mut self, consumer: &BaseConsumer<SinkContext>, p: i32) {
-        let Some(batch) = self.parts.get_mut(&p).and_then(|s| s.pending.take()) else {
+    /// Starts writing the pending batch of partition `p` on the runtime; [`Sink::finish`] takes
+    /// the outcome back on this thread.
+    fn start_write(&mut self, p: i32) {
+        let Some(st) = self.parts.get_mut(&p) else {
             return;
         };
-        match self
-            .rt
-            .block_on(write_batch(&self.store, &self.topic, p, &self.cfg, &batch))
-        {
+        let Some(batch) = st.pending.pop_front() else {
+            return;
+        };
+        st.inflight = Some((batch.lines.len(), batch.opened_at));
+        let generation = st.generation;
+        self.inflight.begin(p);
+        let (store, topic, cfg) = (self.store.clone(), self.topic.clone(), self.cfg.clone());
+        let (tx, inflight) = (self.done_tx.clone(), self.inflight.clone());
+        self.rt.spawn(async move {
+            let result = write_batch(&store, &topic, p, &cfg, &batch).await;
+            let _ = tx.send(Done {
+                partition: p,
+                generation,
+                batch,
+                result,
+            });
+            inflight.end(p);
+        });
+    }
+
+    /// Applies a finished write: commit after success; on failure schedule a retry with backoff
+    /// and pause the partition so memory stays bounded while storage is away. A write for a
+    /// partition revoked meanwhile is ignored (its next owner honours the claim).
+    fn finish(&mut self, consumer: &BaseConsumer<SinkContext>, done: Done) {
+        let Done {
+            partition: p,
+            generation,
+            batch,
+            result,
+        } = done;
+        match self.parts.get_mut(&p) {
+            Some(st) if st.generation == generation => st.inflight = None,
+            _ => return,
+        }
+        match result {
             Ok(Written::Done { objects, bytes }) => {
                 let st = self.parts.get_mut(&p).expect("partition present");
                 st.backoff = Duration::ZERO;
-                let was_paused = st.paused;
+                // Resume well below the pause mark: a partition paused and resumed around one
+                // level would make the consumer drop and re-fetch its prefetched records each time.
+                let resume = st.paused && st.buffered() <= self.cfg.max_buffered_records / 2;
                 self.metrics.incr("batches");
                 self.metrics.add("objects", objects as u64);
                 self.metrics.add("bytes", bytes as u64);
@@ -345,7 +488,7 @@ impl Sink {
                 if consumer.commit(&tpl, CommitMode::Async).is_ok() {
                     self.metrics.incr("commits");
                 }
-                if was_paused {
+                if resume {
                     self.pause(consumer, p, false);
                 }
             }
@@ -359,7 +502,9 @@ impl Sink {
                 self.metrics.incr("claims_adopted");
                 if let Some(st) = self.parts.get_mut(&p) {
                     st.unread(batch, claim);
-                    st.pending = st.take();
+                    if let Some(cut) = st.take() {
+                        st.pending.push_front(cut);
+                    }
                     st.retry_at = Instant::now();
                 }
             }
@@ -375,7 +520,7 @@ impl Sink {
                     batch.end,
                     st.backoff
                 );
-                st.pending = Some(batch);
+                st.pending.push_front(batch);
                 if !st.paused {
                     self.pause(consumer, p, true);
                 }
@@ -397,7 +542,7 @@ impl Sink {
             self.parts.values().map(|s| s.buffered() as u64).sum(),
         );
         // The locally cached high watermarks (updated by every fetch): no broker round trip.
-        let topic = std::ffi::CString::new(self.topic.as_str()).unwrap_or_default();
+        let topic = std::ffi::CString::new(&*self.topic).unwrap_or_default();
         let mut lag = 0i64;
         let mut per_partition = Vec::new();
         for (p, st) in &self.parts {

@@ -3,6 +3,7 @@
 
 use super::claims::Claim;
 use super::encode::Line;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Why a batch closed (reported in debug logs and metrics).
@@ -38,7 +39,13 @@ pub struct PartitionState {
     opened_at: Option<Instant>,
     /// A claim found for our resume offset: the batch must end exactly where it ends.
     pub adopt: Option<Claim>,
-    pub pending: Option<Batch>,
+    /// Closed batches waiting to be written, oldest first.
+    pub pending: VecDeque<Batch>,
+    /// The batch being written (records, opened at): at most one per partition, since claims
+    /// are made strictly in order.
+    pub inflight: Option<(usize, Instant)>,
+    /// Which assignment this state belongs to: a write finishing after a revoke is ignored.
+    pub generation: u64,
     pub retry_at: Instant,
     pub backoff: Duration,
     pub paused: bool,
@@ -46,6 +53,15 @@ pub struct PartitionState {
 
 impl PartitionState {
     pub fn new(partition: i32, next_offset: Option<i64>, adopt: Option<Claim>) -> Self {
+        Self::with_generation(partition, next_offset, adopt, 0)
+    }
+
+    pub fn with_generation(
+        partition: i32,
+        next_offset: Option<i64>,
+        adopt: Option<Claim>,
+        generation: u64,
+    ) -> Self {
         Self {
             partition,
             next_offset,
@@ -56,7 +72,9 @@ impl PartitionState {
             bytes: 0,
             opened_at: None,
             adopt,
-            pending: None,
+            pending: VecDeque::new(),
+            inflight: None,
+            generation,
             retry_at: Instant::now(),
             backoff: Duration::ZERO,
             paused: false,
@@ -84,13 +102,19 @@ impl PartitionState {
     }
 
     pub fn buffered(&self) -> usize {
-        self.records + self.pending.as_ref().map_or(0, |b| b.lines.len())
+        self.records
+            + self.pending.iter().map(|b| b.lines.len()).sum::<usize>()
+            + self.inflight.map_or(0, |(n, _)| n)
     }
 
     /// Age of the oldest record held (buffered or waiting to be written).
     pub fn oldest_age(&self, now: Instant) -> Option<Duration> {
-        let pending = self.pending.as_ref().map(|b| b.opened_at);
-        pending.or(self.opened_at).map(|t| now.duration_since(t))
+        let pending = self.pending.front().map(|b| b.opened_at);
+        let inflight = self.inflight.map(|(_, t)| t);
+        inflight
+            .or(pending)
+            .or(self.opened_at)
+            .map(|t| now.duration_since(t))
     }
 
     /// Whether the open batch should close now, and why.
@@ -154,9 +178,10 @@ impl PartitionState {
         Some(batch)
     }
 
-    /// Puts a batch back in front of the open one: a claim found at write time is longer than
-    /// the batch, so more records are needed before it can be written.
+    /// Puts a batch back in front of the open one (and of any batch closed after it): a claim
+    /// found at write time differs from the batch, so its extent must be re-cut.
     pub fn unread(&mut self, batch: Batch, claim: Claim) {
+        self.reopen_pending();
         let mut lines = batch.lines;
         let later = std::mem::take(&mut self.lines);
         let (end, records) = (
@@ -171,6 +196,29 @@ impl PartitionState {
         self.lines = lines;
         self.opened_at = Some(batch.opened_at);
         self.adopt = Some(claim);
+    }
+
+    /// Merges the closed-but-unwritten batches back into the open one, in offset order.
+    fn reopen_pending(&mut self) {
+        let Some(first) = self.pending.front() else {
+            return;
+        };
+        let start = first.start;
+        let opened_at = first.opened_at;
+        let last_end = self.pending.back().map_or(-1, |b| b.end);
+        let mut lines: Vec<Line> = Vec::new();
+        for b in self.pending.drain(..) {
+            lines.extend(b.lines);
+        }
+        lines.append(&mut self.lines);
+        if self.start.is_none() {
+            self.end = last_end;
+        }
+        self.start = Some(start);
+        self.records = (self.end - start + 1) as usize;
+        self.bytes = lines.iter().map(|l| l.text.len() + 1).sum();
+        self.lines = lines;
+        self.opened_at = Some(opened_at);
     }
 }
 
@@ -247,6 +295,32 @@ mod tests {
         assert!(b.adopted.is_some());
         let rest = p.take().unwrap();
         assert_eq!((rest.start, rest.end, rest.lines.len()), (10, 10, 1));
+    }
+
+    #[test]
+    fn unread_also_reopens_batches_closed_behind_it() {
+        let mut p = PartitionState::new(0, Some(0), None);
+        for o in 0..3 {
+            p.push(o, line(o));
+        }
+        let first = p.take().unwrap();
+        for o in 3..5 {
+            p.push(o, line(o));
+        }
+        let second = p.take().unwrap();
+        p.pending.push_back(second);
+        p.push(5, line(5));
+        p.unread(first, claim(0, 3));
+        assert!(p.pending.is_empty());
+        let now = Instant::now();
+        assert_eq!(
+            p.should_close(100, 1 << 20, Duration::from_secs(10), false, now),
+            Some(Close::Claim)
+        );
+        let b = p.take().unwrap();
+        assert_eq!((b.start, b.end, b.lines.len()), (0, 3, 4));
+        let rest = p.take().unwrap();
+        assert_eq!((rest.start, rest.end, rest.lines.len()), (4, 5, 2));
     }
 
     #[test]

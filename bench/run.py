@@ -113,6 +113,10 @@ def stack_up(home: Path) -> dict[str, Any]:
         STOCKPIPE_DEV_S3_PORT="17000",
         STOCKPIPE_DEV_BROKERS="1",
     )
+    # Every run starts from empty storage: an S3 server holding the objects of earlier runs is slower
+    # per PUT, which would make runs on the same machine disagree.
+    subprocess.run([PY, "-m", "stockpipe", "dev", "down"], env=env, check=False, capture_output=True)
+    shutil.rmtree(home, ignore_errors=True)
     subprocess.run([PY, "-m", "stockpipe", "dev", "up"], env=env, check=True, capture_output=True)
     state = json.loads((home / "stack.json").read_text())
     state["env"] = env
@@ -134,6 +138,10 @@ def warm_broker(bootstrap: str) -> None:
 
 def stack_down(state: dict[str, Any]) -> None:
     subprocess.run([PY, "-m", "stockpipe", "dev", "down"], env=state["env"], check=False, capture_output=True)
+    home = Path(state["env"]["STOCKPIPE_DEV_HOME"])
+    for data in [home / "s3", *home.glob("kafka-*")]:  # the logs stay; the data is gigabytes
+        if data.is_dir():
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def aws_env(state: dict[str, Any]) -> dict[str, str]:
@@ -319,7 +327,235 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, rounds: int, big_batch: int
             cmd.append(str(3 * batch))  # the tail: at most one partial batch per partition waits for the timer
             rows[name].runs.append(measure(cmd, env=env, watch=minio))
             print(f"  {name}: {rows[name].runs[-1].out}", file=sys.stderr)
-    return list(rows.values())
+    # The S3 server's ceiling for objects of 100 records: the sink's client with nothing else to do.
+    floor = s3_floor_binary()
+    name = f"reference: the S3 server alone (PUTs of 100-record objects, {FLOOR_IN_FLIGHT} in flight)"
+    row = Row("Kafka → S3 JSONL", name)
+    for _ in range(rounds):
+        prefix = f"bench/{uuid.uuid4().hex[:8]}"
+        cmd = [str(floor), endpoint, bucket, prefix, str(n // 100), "100", str(FLOOR_IN_FLIGHT)]
+        row.runs.append(measure(cmd, env=env, watch=minio))
+        print(f"  {name}: {row.runs[-1].out}", file=sys.stderr)
+    return [*rows.values(), row]
+
+
+FLOOR_IN_FLIGHT = 16
+
+
+def s3_floor_binary() -> Path:
+    """Builds ``bench/s3_put_floor.rs`` (a cargo example over stockpipe's own S3 client)."""
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "s3_put_floor"], cwd=ROOT, check=True)
+    return ROOT / "target/release/examples/s3_put_floor"
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+def bench_end_to_end(state: dict[str, Any], rate: float, seconds: float, work: Path) -> list[str]:
+    """simulator (paced) → producer → Kafka → sink (default 100 / 10 s) → S3 → etl → DuckDB, all real.
+
+    A watcher lists the raw prefix every 200 ms and reads each new object: a trade is *visible in S3*
+    when its object is first listed. Meanwhile ``transform`` + ``load`` run back to back against the
+    same S3 prefix and a DuckDB file: a trade is *queryable* when the first cycle that ends after it
+    returns its row. Both are measured from the trade's own timestamp (the simulator's clock)."""
+    import boto3
+    import duckdb
+
+    from stockpipe import load_config
+    from stockpipe.etl import transform
+    from stockpipe.warehouse import load
+
+    bootstrap, endpoint = state["bootstrap_servers"], state["s3_endpoint_url"]
+    bucket, prefix = "kafka.stock.market.project", f"bench/e2e-{uuid.uuid4().hex[:6]}"
+    topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, topic)
+    n = int(rate * seconds)
+    sim = Simulator(17450, rate=rate, trades=n)
+    env = dict(
+        aws_env(state),
+        STOCKPIPE_FINNHUB_WS_URL=sim.url,
+        STOCKPIPE_FINNHUB_API_KEY="bench",
+        STOCKPIPE_FINNHUB_SYMBOLS=SYMBOLS,
+        STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        STOCKPIPE_KAFKA_TOPIC=topic,
+        STOCKPIPE_KAFKA_GROUP_ID=f"e2e-{uuid.uuid4().hex[:6]}",
+        STOCKPIPE_S3_ENDPOINT_URL=endpoint,
+        STOCKPIPE_SINK_OUTPUT=f"s3://{bucket}/{prefix}",
+        STOCKPIPE_TRANSFORM_INPUT=f"s3://{bucket}/{prefix}",
+        STOCKPIPE_TRANSFORM_OUTPUT=f"s3://{bucket}/{prefix}",
+    )
+    env.pop("STOCKPIPE_CONFIG", None)
+    cfg = load_config(env=env, use_default_file=False)
+    warehouse = f"duckdb://{work / 'e2e.duckdb'}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    )
+    visible: dict[tuple[int, int], float] = {}  # (partition, offset) → ms from trade to listed
+    queryable: dict[tuple[int, int], float] = {}
+    cycles: list[float] = []
+    stop = threading.Event()
+
+    def watch_s3() -> None:
+        seen: set[str] = set()
+        while True:
+            final = stop.is_set()
+            listed = []
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/raw.data/"):
+                listed += [o["Key"] for o in page.get("Contents", [])]
+            now_ms = time.time() * 1000
+            for key in listed:
+                if key in seen:
+                    continue
+                seen.add(key)
+                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                for line in body.splitlines():
+                    r = json.loads(line)
+                    visible[(r["kafka_partition"], r["kafka_offset"])] = now_ms - r["trade_ts"]
+            if final:
+                return
+            time.sleep(0.2)
+
+    def warehouse_cycles() -> None:
+        while True:
+            final = stop.is_set()
+            t = time.perf_counter()
+            transform(config=cfg)
+            load(warehouse=warehouse, config=cfg)
+            with duckdb.connect(warehouse.removeprefix("duckdb://"), read_only=True) as db:
+                rows = db.execute(
+                    "SELECT kafka_partition, kafka_offset, epoch_ms(trade_ts) FROM stock_prices"
+                ).fetchall()
+            now_ms = time.time() * 1000
+            for p, o, ts in rows:
+                queryable.setdefault((p, o), now_ms - ts)
+            cycles.append(time.perf_counter() - t)
+            if final:
+                return
+
+    logs = {name: (work / f"e2e-{name}.log").open("w") for name in ("producer", "sink")}
+    procs = [
+        subprocess.Popen([PY, "-m", "stockpipe.consumer"], env=env, stdout=logs["sink"], stderr=subprocess.STDOUT, cwd=work),
+        subprocess.Popen([PY, "-m", "stockpipe.producer"], env=env, stdout=logs["producer"], stderr=subprocess.STDOUT, cwd=work),
+    ]  # fmt: skip
+    threads = [threading.Thread(target=watch_s3, daemon=True), threading.Thread(target=warehouse_cycles, daemon=True)]
+    try:
+        time.sleep(3)  # the sink joins its group before the first trade
+        for th in threads:
+            th.start()
+        deadline = time.monotonic() + seconds + 60
+        while len(visible) < n and time.monotonic() < deadline:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"end to end: a stage exited early; see {work}/e2e-*.log")
+            time.sleep(0.5)
+    finally:
+        for proc in procs[::-1]:
+            proc.send_signal(2)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        sim.close()
+        stop.set()
+        for th in threads:
+            th.join(600)
+    s3_ms, db_ms = list(visible.values()), list(queryable.values())
+    print(f"  end to end: {len(s3_ms)} visible in S3, {len(db_ms)} queryable, {len(cycles)} cycles", file=sys.stderr)
+    return [
+        "| trade → | trades | p50 ms | p99 ms | how |",
+        "|---|---:|---:|---:|---|",
+        f"| visible in S3 (raw JSONL) | {len(s3_ms):,} of {n:,} | {fmt(pct(s3_ms, 0.5))} | {fmt(pct(s3_ms, 0.99))} | "
+        "producer → Kafka → sink at its default policy (100 records / 10 s per partition); object first listed |",
+        f"| queryable in DuckDB | {len(db_ms):,} of {n:,} | {fmt(pct(db_ms, 0.5))} | {fmt(pct(db_ms, 0.99))} | "
+        f"`transform` + `load` back to back ({len(cycles)} cycles, median {fmt(statistics.median(cycles or [0]), 1)} s each); "
+        "row first returned |",
+    ]
+
+
+# ---------------------------------------------------------------- memory over a long run
+
+
+def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
+    """The producer (simulator → Kafka, unpaced) and the sink (Kafka → S3, default 100 / 10 s)
+    run together for ``seconds`` at full rate, as their CLIs; their RSS is sampled every 5 s."""
+    bootstrap, endpoint = state["bootstrap_servers"], state["s3_endpoint_url"]
+    topic = f"bench-soak-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, topic)
+    sim = Simulator(17400, rate=5_000_000, trades=10**12)
+    env = dict(
+        aws_env(state),
+        STOCKPIPE_FINNHUB_WS_URL=sim.url,
+        STOCKPIPE_FINNHUB_API_KEY="bench",
+        STOCKPIPE_FINNHUB_SYMBOLS=SYMBOLS,
+        STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        STOCKPIPE_KAFKA_TOPIC=topic,
+        STOCKPIPE_KAFKA_GROUP_ID=f"soak-{uuid.uuid4().hex[:6]}",
+        STOCKPIPE_S3_ENDPOINT_URL=endpoint,
+        STOCKPIPE_SINK_OUTPUT=f"s3://kafka.stock.market.project/bench/soak-{uuid.uuid4().hex[:6]}",
+    )
+    env.pop("STOCKPIPE_CONFIG", None)
+    logs = {name: (work / f"soak-{name}.log").open("w") for name in ("producer", "sink")}
+    procs = {
+        "producer": subprocess.Popen([PY, "-m", "stockpipe.producer"], env=env, stdout=logs["producer"], stderr=subprocess.STDOUT, cwd=work),
+        "sink": subprocess.Popen([PY, "-m", "stockpipe.consumer"], env=env, stdout=logs["sink"], stderr=subprocess.STDOUT, cwd=work),
+    }  # fmt: skip
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in procs}
+    t0 = time.monotonic()
+    try:
+        while (t := time.monotonic() - t0) < seconds:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"soak: the {name} exited early; see {logs[name].name}")
+                samples[name].append((t, psutil.Process(proc.pid).memory_info().rss / 2**20))
+            time.sleep(min(5.0, max(0.0, seconds - t)))
+    finally:
+        for proc in procs.values():
+            proc.send_signal(2)
+        for proc in procs.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        sim.close()
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": env["STOCKPIPE_KAFKA_GROUP_ID"]})
+    parts = [TopicPartition(topic, p) for p in range(3)]
+    in_kafka = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+    committed = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
+    c.close()
+    rates = {"producer": in_kafka / seconds, "sink": committed / seconds}
+    lines = [
+        "| process | records/s | RSS MB at 1 min | warm (20% in) | half time | end | peak | drift (end vs warm) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, ss in samples.items():
+
+        def at(when: float, ss: list[tuple[float, float]] = ss) -> float:
+            near = [r for t, r in ss if abs(t - when) <= 15] or [ss[-1][1]]
+            return statistics.median(near)
+
+        # Warm-up: buffers fill to their caps (the sink's max_buffered_records and librdkafka's
+        # prefetch queue) while it falls behind the producer; drift is what grows after that.
+        one, warm, half, end = at(min(60.0, seconds / 4)), at(seconds / 5), at(seconds / 2), at(ss[-1][0])
+        what = "stockpipe.producer (simulator → Kafka)" if name == "producer" else "stockpipe.consumer (Kafka → S3)"
+        lines.append(
+            f"| {what} | {fmt(rates[name])} | {fmt(one)} | {fmt(warm)} | {fmt(half)} | {fmt(end)} | "
+            f"{fmt(max(r for _, r in ss))} | {(end - warm) / warm * 100:+.1f}% |"
+        )
+        print(f"  soak {name}: {[round(r) for _, r in ss]}", file=sys.stderr)
+    return lines
 
 
 def write_raw_lines(root: Path, n: int, days: int = 2, objects_per_day: int = 40) -> int:
@@ -471,17 +707,28 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small inputs, one round (a few minutes)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per stage (default 2, --quick 1)")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="where to write the report ('-' for stdout)")
-    ap.add_argument("--stages", default="ws,latency,sink,etl", help="comma separated: ws, latency, sink, etl")
+    ap.add_argument(
+        "--stages",
+        default="ws,latency,sink,etl,e2e,soak",
+        help="comma separated: ws, latency, sink, etl, e2e, soak",
+    )
+    ap.add_argument(
+        "--soak-seconds", type=float, default=None, help="length of the memory run (default 600, --quick 60)"
+    )
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 2)
     n_ws = 100_000 if args.quick else 1_000_000
     n_sink = 50_000 if args.quick else 300_000
     n_etl = 200_000 if args.quick else 2_000_000
+    soak_s = args.soak_seconds or (60.0 if args.quick else 600.0)
     stages = set(args.stages.split(","))
+    unknown = stages - {"ws", "latency", "sink", "etl", "e2e", "soak"}
+    if unknown:
+        ap.error(f"unknown stage(s): {', '.join(sorted(unknown))}")
     started = dt.datetime.now(dt.timezone.utc)
     work = Path(tempfile.mkdtemp(prefix="stockpipe-bench-"))
     home = Path.home() / ".cache/stockpipe/bench-stack"
-    state = stack_up(home) if stages & {"ws", "latency", "sink"} else {}
+    state = stack_up(home) if stages & {"ws", "latency", "sink", "e2e", "soak"} else {}
     if state:
         warm_broker(state["bootstrap_servers"])
     sections: list[str] = []
@@ -517,6 +764,20 @@ def main() -> int:
             rows = bench_jsonl_to_parquet(n_etl, rounds, work)
             sections += [f"### Raw JSONL → Parquet ({n_etl:,} rows, {rows[0].note}, 2 days × 40 objects, zstd)", ""]
             sections += [*table(rows, "rows", "rows"), ""]
+        if "e2e" in stages:
+            rate, secs = 1_000, (20 if args.quick else 60)
+            print(f"end to end at {rate:,} trades/s for {secs} s", file=sys.stderr)
+            lines = bench_end_to_end(state, rate, secs, work)
+            sections += [f"### End to end at a steady {rate:,} trades/s ({secs} s, 8 symbols)", "", *lines, ""]
+        if "soak" in stages:
+            print(f"memory over {soak_s:.0f} s at full rate", file=sys.stderr)
+            lines = bench_soak(state, soak_s, work)
+            sections += [
+                f"### Memory over {soak_s / 60:.0f} minutes at full rate (producer and sink together, RSS every 5 s)",
+                "",
+                *lines,
+                "",
+            ]
     finally:
         if state:
             stack_down(state)

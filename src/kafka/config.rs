@@ -54,7 +54,9 @@ pub fn client_config(cfg: &KafkaConfig, role: Role) -> Result<ClientConfig, Conf
                 ("compression.type", cfg.compression.clone()),
                 ("linger.ms", cfg.linger_ms.to_string()),
                 ("batch.size", cfg.batch_size_bytes.to_string()),
-                ("queue.buffering.max.messages", "1000000".into()),
+                // Bounds memory when the cluster slows down: ~0.2 s of trades at full speed,
+                // far more than linger + acks keep in flight. Beyond it `send` waits.
+                ("queue.buffering.max.messages", "100000".into()),
             ]);
             if !cfg.idempotence {
                 // A control run (idempotence off) must be able to duplicate on retry.

@@ -348,6 +348,36 @@ def s3_floor_binary() -> Path:
     return ROOT / "target/release/examples/s3_put_floor"
 
 
+# ---------------------------------------------------------------- the pipeline's own commands
+
+
+def pipeline_env(state: dict[str, Any], sim: Simulator, topic: str, lake: str) -> dict[str, str]:
+    """The environment for ``python -m stockpipe.producer`` / ``.consumer`` / ``etl`` on the bench stack."""
+    env = dict(
+        aws_env(state),
+        STOCKPIPE_FINNHUB_WS_URL=sim.url,
+        STOCKPIPE_FINNHUB_API_KEY="bench",
+        STOCKPIPE_FINNHUB_SYMBOLS=SYMBOLS,
+        STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS=state["bootstrap_servers"],
+        STOCKPIPE_KAFKA_TOPIC=topic,
+        STOCKPIPE_KAFKA_GROUP_ID=f"bench-{uuid.uuid4().hex[:6]}",
+        STOCKPIPE_S3_ENDPOINT_URL=state["s3_endpoint_url"],
+        STOCKPIPE_SINK_OUTPUT=lake,
+        STOCKPIPE_TRANSFORM_INPUT=lake,
+        STOCKPIPE_TRANSFORM_OUTPUT=lake,
+    )
+    env.pop("STOCKPIPE_CONFIG", None)
+    return env
+
+
+def start_stage(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m stockpipe.<module>``, its output in ``log``."""
+    out = log.open("w")
+    return subprocess.Popen(
+        [PY, "-m", f"stockpipe.{module}"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent
+    )
+
+
 # ---------------------------------------------------------------- end to end
 
 
@@ -378,20 +408,7 @@ def bench_end_to_end(state: dict[str, Any], rate: float, seconds: float, work: P
     ensure_topic(bootstrap, topic)
     n = int(rate * seconds)
     sim = Simulator(17450, rate=rate, trades=n)
-    env = dict(
-        aws_env(state),
-        STOCKPIPE_FINNHUB_WS_URL=sim.url,
-        STOCKPIPE_FINNHUB_API_KEY="bench",
-        STOCKPIPE_FINNHUB_SYMBOLS=SYMBOLS,
-        STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        STOCKPIPE_KAFKA_TOPIC=topic,
-        STOCKPIPE_KAFKA_GROUP_ID=f"e2e-{uuid.uuid4().hex[:6]}",
-        STOCKPIPE_S3_ENDPOINT_URL=endpoint,
-        STOCKPIPE_SINK_OUTPUT=f"s3://{bucket}/{prefix}",
-        STOCKPIPE_TRANSFORM_INPUT=f"s3://{bucket}/{prefix}",
-        STOCKPIPE_TRANSFORM_OUTPUT=f"s3://{bucket}/{prefix}",
-    )
-    env.pop("STOCKPIPE_CONFIG", None)
+    env = pipeline_env(state, sim, topic, f"s3://{bucket}/{prefix}")
     cfg = load_config(env=env, use_default_file=False)
     warehouse = f"duckdb://{work / 'e2e.duckdb'}"
     s3 = boto3.client(
@@ -443,11 +460,10 @@ def bench_end_to_end(state: dict[str, Any], rate: float, seconds: float, work: P
             if final:
                 return
 
-    logs = {name: (work / f"e2e-{name}.log").open("w") for name in ("producer", "sink")}
     procs = [
-        subprocess.Popen([PY, "-m", "stockpipe.consumer"], env=env, stdout=logs["sink"], stderr=subprocess.STDOUT, cwd=work),
-        subprocess.Popen([PY, "-m", "stockpipe.producer"], env=env, stdout=logs["producer"], stderr=subprocess.STDOUT, cwd=work),
-    ]  # fmt: skip
+        start_stage("consumer", env, work / "e2e-sink.log"),
+        start_stage("producer", env, work / "e2e-producer.log"),
+    ]
     threads = [threading.Thread(target=watch_s3, daemon=True), threading.Thread(target=warehouse_cycles, daemon=True)]
     try:
         time.sleep(3)  # the sink joins its group before the first trade
@@ -489,34 +505,23 @@ def bench_end_to_end(state: dict[str, Any], rate: float, seconds: float, work: P
 def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
     """The producer (simulator → Kafka, unpaced) and the sink (Kafka → S3, default 100 / 10 s)
     run together for ``seconds`` at full rate, as their CLIs; their RSS is sampled every 5 s."""
-    bootstrap, endpoint = state["bootstrap_servers"], state["s3_endpoint_url"]
+    bootstrap = state["bootstrap_servers"]
     topic = f"bench-soak-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic)
     sim = Simulator(17400, rate=5_000_000, trades=10**12)
-    env = dict(
-        aws_env(state),
-        STOCKPIPE_FINNHUB_WS_URL=sim.url,
-        STOCKPIPE_FINNHUB_API_KEY="bench",
-        STOCKPIPE_FINNHUB_SYMBOLS=SYMBOLS,
-        STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        STOCKPIPE_KAFKA_TOPIC=topic,
-        STOCKPIPE_KAFKA_GROUP_ID=f"soak-{uuid.uuid4().hex[:6]}",
-        STOCKPIPE_S3_ENDPOINT_URL=endpoint,
-        STOCKPIPE_SINK_OUTPUT=f"s3://kafka.stock.market.project/bench/soak-{uuid.uuid4().hex[:6]}",
-    )
-    env.pop("STOCKPIPE_CONFIG", None)
-    logs = {name: (work / f"soak-{name}.log").open("w") for name in ("producer", "sink")}
+    env = pipeline_env(state, sim, topic, f"s3://kafka.stock.market.project/bench/soak-{uuid.uuid4().hex[:6]}")
+    logs = {name: work / f"soak-{name}.log" for name in ("producer", "sink")}
     procs = {
-        "producer": subprocess.Popen([PY, "-m", "stockpipe.producer"], env=env, stdout=logs["producer"], stderr=subprocess.STDOUT, cwd=work),
-        "sink": subprocess.Popen([PY, "-m", "stockpipe.consumer"], env=env, stdout=logs["sink"], stderr=subprocess.STDOUT, cwd=work),
-    }  # fmt: skip
+        "producer": start_stage("producer", env, logs["producer"]),
+        "sink": start_stage("consumer", env, logs["sink"]),
+    }
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in procs}
     t0 = time.monotonic()
     try:
         while (t := time.monotonic() - t0) < seconds:
             for name, proc in procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"soak: the {name} exited early; see {logs[name].name}")
+                    raise RuntimeError(f"soak: the {name} exited early; see {logs[name]}")
                 samples[name].append((t, psutil.Process(proc.pid).memory_info().rss / 2**20))
             time.sleep(min(5.0, max(0.0, seconds - t)))
     finally:
@@ -773,7 +778,8 @@ def main() -> int:
             print(f"memory over {soak_s:.0f} s at full rate", file=sys.stderr)
             lines = bench_soak(state, soak_s, work)
             sections += [
-                f"### Memory over {soak_s / 60:.0f} minutes at full rate (producer and sink together, RSS every 5 s)",
+                f"### Memory over {f'{soak_s / 60:.0f} minutes' if soak_s >= 120 else f'{soak_s:.0f} s'} at full rate"
+                " (producer and sink together, RSS every 5 s)",
                 "",
                 *lines,
                 "",

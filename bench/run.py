@@ -395,15 +395,15 @@ def bench_end_to_end(state: dict[str, Any], rate: float, seconds: float, work: P
     when its object is first listed. Meanwhile ``transform`` + ``load`` run back to back against the
     same S3 prefix and a DuckDB file: a trade is *queryable* when the first cycle that ends after it
     returns its row. Both are measured from the trade's own timestamp (the simulator's clock)."""
-    import boto3
     import duckdb
 
     from stockpipe import load_config
+    from stockpipe.dev.stack import s3_client
     from stockpipe.etl import transform
     from stockpipe.warehouse import load
 
-    bootstrap, endpoint = state["bootstrap_servers"], state["s3_endpoint_url"]
-    bucket, prefix = "kafka.stock.market.project", f"bench/e2e-{uuid.uuid4().hex[:6]}"
+    bootstrap = state["bootstrap_servers"]
+    bucket, prefix = state["bucket"], f"bench/e2e-{uuid.uuid4().hex[:6]}"
     topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic)
     n = int(rate * seconds)
@@ -411,13 +411,7 @@ def bench_end_to_end(state: dict[str, Any], rate: float, seconds: float, work: P
     env = pipeline_env(state, sim, topic, f"s3://{bucket}/{prefix}")
     cfg = load_config(env=env, use_default_file=False)
     warehouse = f"duckdb://{work / 'e2e.duckdb'}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_REGION"],
-    )
+    s3 = s3_client(state)
     visible: dict[tuple[int, int], float] = {}  # (partition, offset) → ms from trade to listed
     queryable: dict[tuple[int, int], float] = {}
     cycles: list[float] = []
@@ -509,7 +503,7 @@ def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
     topic = f"bench-soak-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic)
     sim = Simulator(17400, rate=5_000_000, trades=10**12)
-    env = pipeline_env(state, sim, topic, f"s3://kafka.stock.market.project/bench/soak-{uuid.uuid4().hex[:6]}")
+    env = pipeline_env(state, sim, topic, f"s3://{state['bucket']}/bench/soak-{uuid.uuid4().hex[:6]}")
     logs = {name: work / f"soak-{name}.log" for name in ("producer", "sink")}
     procs = {
         "producer": start_stage("producer", env, logs["producer"]),

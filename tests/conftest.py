@@ -79,15 +79,9 @@ class Stack:
         return [int(p["pid"]) for p in self.state.get("processes", [])]
 
     def s3(self) -> Any:
-        import boto3
+        from stockpipe.dev.stack import s3_client
 
-        return boto3.client(
-            "s3",
-            endpoint_url=self.state["s3_endpoint_url"],
-            aws_access_key_id=self.state["aws_access_key_id"],
-            aws_secret_access_key=self.state["aws_secret_access_key"],
-            region_name=self.state["aws_region"],
-        )
+        return s3_client(self.state)
 
 
 def pid_running(pid: int) -> bool:

@@ -235,15 +235,7 @@ class Chaos:
 
     @functools.cached_property
     def _s3(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.state["s3_endpoint_url"],
-            aws_access_key_id=self.state["aws_access_key_id"],
-            aws_secret_access_key=self.state["aws_secret_access_key"],
-            region_name=self.state["aws_region"],
-        )
+        return stack.s3_client(self.state)
 
     def replicas(self, topic: str, partition: int = 0) -> tuple[int, list[int], list[int]]:
         """``(leader, replicas, isr)`` of one partition (leader -1 when it has none)."""

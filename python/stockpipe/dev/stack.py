@@ -547,6 +547,19 @@ def kafka_client_conf(state: dict[str, Any]) -> dict[str, Any]:
     return conf
 
 
+def s3_client(state: dict[str, Any]) -> Any:
+    """A boto3 S3 client for the stack's S3 server."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=state["s3_endpoint_url"],
+        aws_access_key_id=state["aws_access_key_id"],
+        aws_secret_access_key=state["aws_secret_access_key"],
+        region_name=state["aws_region"],
+    )
+
+
 def env_lines(state: dict[str, Any]) -> list[str]:
     """``export NAME=value`` lines that point every command at the stack."""
     return [f"export {k}={_shell_quote(v)}" for k, v in client_env(state).items()]

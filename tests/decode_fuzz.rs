@@ -12,13 +12,17 @@ use stockpipe::transform::rules::{clean, Row, TIME_MAX_MS, TIME_MIN_MS};
 const RECORD: &str = r#"{"symbol":"AAPL","price":129.575,"volume":1,"trade_ts":1672348887785,"conditions":["1","24","12"],"received_ts":1672348887790,"source":"finnhub","schema_version":1,"kafka_partition":2,"kafka_offset":77}"#;
 const DAY_MS: i64 = 1_672_348_887_785;
 
-fn check_row(r: &Row) {
-    assert!(!r.symbol.is_empty() && r.symbol.len() <= 64);
-    assert!(r.symbol.bytes().all(|b| (b' '..=b'~').contains(&b)));
-    assert_eq!(r.symbol, r.symbol.to_ascii_uppercase());
+fn check_row(r: &Row, strings: &[Box<str>]) {
+    let symbol = &*strings[r.symbol as usize];
+    assert!(!symbol.is_empty() && symbol.len() <= 64);
+    assert!(symbol.bytes().all(|b| (b' '..=b'~').contains(&b)));
+    assert_eq!(symbol, symbol.to_ascii_uppercase());
     assert!(r.price > 0 && r.price < 1_000_000_000_000_000_000);
     assert!((TIME_MIN_MS..TIME_MAX_MS).contains(&r.trade_ts));
-    assert!(r.volume.is_none_or(|v| v >= 0.0 && v.is_finite()));
+    assert!(r.volume().is_none_or(|v| v >= 0.0 && v.is_finite()));
+    assert!(r
+        .received_ts()
+        .is_none_or(|t| (TIME_MIN_MS..TIME_MAX_MS).contains(&t)));
     assert!(r.kafka_partition >= 0 && r.kafka_offset >= 0);
 }
 
@@ -45,7 +49,7 @@ fn check_line(bytes: &[u8]) {
     }
     // The transform: clean rows keep their invariants.
     match clean(bytes, Some(Day::from_millis(DAY_MS))) {
-        Ok(row) => check_row(&row),
+        Ok((row, strings)) => check_row(&row, &strings.into_values()),
         Err(reason) => assert!(!reason.as_str().is_empty()),
     }
 }
@@ -119,7 +123,10 @@ fn mutated_objects_are_read_line_by_line() {
                 parsed.lines as usize,
                 parsed.rows.len() + parsed.quarantined.len()
             );
-            parsed.rows.iter().for_each(check_row);
+            parsed
+                .rows
+                .iter()
+                .for_each(|r| check_row(r, &parsed.strings));
         }
     }
 }

@@ -5,6 +5,7 @@
 //! days to (re)build and writes them with deterministic names, a quarantine and a manifest.
 
 pub mod engine;
+pub mod intern;
 pub mod parquet;
 pub mod rules;
 

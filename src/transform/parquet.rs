@@ -42,32 +42,45 @@ pub fn schema() -> SchemaRef {
         .clone()
 }
 
+/// A row with the strings of the object it was read from.
+#[derive(Clone, Copy)]
+pub struct RowRef<'a> {
+    pub row: &'a Row,
+    pub strings: &'a [Box<str>],
+}
+
+impl<'a> RowRef<'a> {
+    fn text(&self, id: u32) -> &'a str {
+        &self.strings[id as usize]
+    }
+}
+
 /// Builds one record batch from rows (in the order given).
-pub fn to_batch(rows: &[&Row]) -> RecordBatch {
+pub fn to_batch(rows: &[RowRef]) -> RecordBatch {
     let utc = |v: Vec<Option<i64>>| TimestampMillisecondArray::from(v).with_timezone("UTC");
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.symbol.as_str()),
+            rows.iter().map(|r| r.text(r.row.symbol)),
         )),
         Arc::new(
-            Decimal128Array::from_iter_values(rows.iter().map(|r| r.price as i128))
+            Decimal128Array::from_iter_values(rows.iter().map(|r| r.row.price as i128))
                 .with_precision_and_scale(PRICE_PRECISION as u8, PRICE_SCALE as i8)
                 .expect("valid decimal precision"),
         ),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.volume))),
-        Arc::new(utc(rows.iter().map(|r| Some(r.trade_ts)).collect())),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.row.volume()))),
+        Arc::new(utc(rows.iter().map(|r| Some(r.row.trade_ts)).collect())),
         Arc::new(StringArray::from_iter(
-            rows.iter().map(|r| r.conditions.as_deref()),
+            rows.iter().map(|r| r.row.conditions().map(|c| r.text(c))),
         )),
-        Arc::new(utc(rows.iter().map(|r| r.received_ts).collect())),
+        Arc::new(utc(rows.iter().map(|r| r.row.received_ts()).collect())),
         Arc::new(StringArray::from_iter(
-            rows.iter().map(|r| r.source.as_deref()),
+            rows.iter().map(|r| r.row.source().map(|c| r.text(c))),
         )),
         Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.kafka_partition),
+            rows.iter().map(|r| r.row.kafka_partition),
         )),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.kafka_offset),
+            rows.iter().map(|r| r.row.kafka_offset),
         )),
     ];
     RecordBatch::try_new(schema(), columns).expect("columns match the schema")
@@ -94,7 +107,7 @@ pub fn properties(compression: &str) -> Result<WriterProperties, String> {
 
 /// Encodes rows as one Parquet file.
 pub fn write(
-    rows: &[&Row],
+    rows: &[RowRef],
     props: &WriterProperties,
 ) -> Result<Vec<u8>, parquet::errors::ParquetError> {
     let mut out = Vec::with_capacity(rows.len() * 24 + 4096);
@@ -113,18 +126,14 @@ mod tests {
 
     #[test]
     fn files_carry_the_processed_schema() {
-        let row = Row {
-            symbol: "AAPL".into(),
-            price: 12_957_500_000,
-            volume: Some(1.0),
-            trade_ts: 1_672_348_887_785,
-            conditions: None,
-            received_ts: None,
-            source: Some("finnhub".into()),
-            kafka_partition: 0,
-            kafka_offset: 1,
+        let line = br#"{"symbol":"AAPL","price":129.575,"volume":1,"trade_ts":1672348887785,"source":"finnhub","kafka_partition":0,"kafka_offset":1}"#;
+        let (row, strings) = crate::transform::rules::clean(line, None).unwrap();
+        let strings = strings.into_values();
+        let row = RowRef {
+            row: &row,
+            strings: &strings,
         };
-        let bytes = write(&[&row], &properties("zstd").unwrap()).unwrap();
+        let bytes = write(&[row], &properties("zstd").unwrap()).unwrap();
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
         let meta = reader.metadata().file_metadata();
         assert_eq!(meta.num_rows(), 1);

@@ -7,6 +7,8 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
+use super::intern::Interner;
+
 use crate::sink::encode::Day;
 
 pub const VERSION: i64 = 1;
@@ -119,19 +121,40 @@ pub fn spec() -> serde_json::Value {
     })
 }
 
-/// A clean row; `price` is the DECIMAL(18,8) unscaled value.
-#[derive(Debug, Clone, PartialEq)]
+/// A clean row, compact: `price` is the DECIMAL(18,8) unscaled value, the string columns are
+/// ids of the [`Interner`] the row was read with, and absent values are kept as values no clean
+/// row has (read them through the accessors).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Row {
-    pub symbol: String,
     pub price: i64,
-    pub volume: Option<f64>,
     pub trade_ts: i64,
-    pub conditions: Option<String>,
-    pub received_ts: Option<i64>,
-    /// `finnhub` (nearly every row) is shared rather than allocated per row.
-    pub source: Option<Cow<'static, str>>,
-    pub kafka_partition: i32,
     pub kafka_offset: i64,
+    received_ts: i64,
+    volume: f64,
+    pub symbol: u32,
+    conditions: u32,
+    source: u32,
+    pub kafka_partition: i32,
+}
+
+impl Row {
+    const NO_ID: u32 = u32::MAX;
+    /// Clean times lie in [`TIME_MIN_MS`, `TIME_MAX_MS`).
+    const NO_TIME: i64 = i64::MIN;
+
+    pub fn volume(&self) -> Option<f64> {
+        // Clean volumes are finite and ≥ 0: NaN means absent.
+        (!self.volume.is_nan()).then_some(self.volume)
+    }
+    pub fn received_ts(&self) -> Option<i64> {
+        (self.received_ts != Self::NO_TIME).then_some(self.received_ts)
+    }
+    pub fn conditions(&self) -> Option<u32> {
+        (self.conditions != Self::NO_ID).then_some(self.conditions)
+    }
+    pub fn source(&self) -> Option<u32> {
+        (self.source != Self::NO_ID).then_some(self.source)
+    }
 }
 
 /// True for lines the rules skip rather than quarantine (only spaces, tabs, CR, LF).
@@ -214,8 +237,17 @@ pub const MAX_DEPTH: usize = 64;
 fn check_structure(text: &str) -> Result<(), Reason> {
     let b = text.as_bytes();
     // Most lines have no escapes and too few brackets to nest deeply: nothing to check.
-    let brackets = b.iter().filter(|&&c| c == b'{' || c == b'[').count();
-    if brackets <= MAX_DEPTH && !b.contains(&b'\\') {
+    // One pass, in chunks the compiler turns into vector compares.
+    let (mut brackets, mut escapes) = (0usize, 0u8);
+    for chunk in b.chunks(64) {
+        let mut n = 0u8;
+        for &c in chunk {
+            n += u8::from(c == b'{' || c == b'[');
+            escapes |= u8::from(c == b'\\');
+        }
+        brackets += n as usize;
+    }
+    if brackets <= MAX_DEPTH && escapes == 0 {
         return Ok(());
     }
     let hex = |i: usize| -> Option<u32> {
@@ -409,7 +441,7 @@ fn string_token<'a>(v: &'a RawValue) -> Option<Cow<'a, str>> {
     serde_json::from_str::<Cow<'a, str>>(t).ok()
 }
 
-fn symbol(v: Option<&RawValue>) -> Result<String, Reason> {
+fn symbol(v: Option<&RawValue>, strings: &mut Interner) -> Result<u32, Reason> {
     if is_null(v) {
         return Err(Reason::MissingSymbol);
     }
@@ -421,7 +453,13 @@ fn symbol(v: Option<&RawValue>) -> Result<String, Reason> {
     if s.len() > SYMBOL_MAX_LEN || !s.bytes().all(|b| (b' '..=b'~').contains(&b)) {
         return Err(Reason::BadSymbol);
     }
-    Ok(s.to_ascii_uppercase())
+    if s.bytes().any(|b| b.is_ascii_lowercase()) {
+        strings.scratch.clear();
+        strings.scratch.push_str(s);
+        strings.scratch.make_ascii_uppercase();
+        return Ok(strings.scratch_id());
+    }
+    Ok(strings.id(s))
 }
 
 fn volume(v: Option<&RawValue>) -> Result<Option<f64>, Reason> {
@@ -440,19 +478,19 @@ fn volume(v: Option<&RawValue>) -> Result<Option<f64>, Reason> {
     }
 }
 
-fn conditions(v: Option<&RawValue>) -> Result<Option<String>, Reason> {
+fn conditions(v: Option<&RawValue>, strings: &mut Interner) -> Result<Option<u32>, Reason> {
     if is_null(v) {
         return Ok(None);
     }
     let t = v.expect("not null").get();
-    if let Some(joined) = simple_string_list(t) {
-        return joined.map(Some);
+    if let Some(joined) = simple_string_list(t, &mut strings.scratch) {
+        return joined.map(|()| Some(strings.scratch_id()));
     }
     let list: Vec<Cow<str>> = serde_json::from_str(t).map_err(|_| Reason::BadConditions)?;
     if list.iter().any(|c| c.contains(CONDITIONS_SEPARATOR)) {
         return Err(Reason::BadConditions);
     }
-    Ok(Some(list.join(CONDITIONS_SEPARATOR)))
+    Ok(Some(strings.id(&list.join(CONDITIONS_SEPARATOR))))
 }
 
 /// [start, end) of a UTC day in milliseconds.
@@ -463,8 +501,8 @@ pub fn day_bounds(day: Day) -> (i64, i64) {
     (start, start.saturating_add(86_400_000))
 }
 
-/// `["a","b"]` without escapes, joined, in one pass; `None` sends anything else to serde.
-fn simple_string_list(t: &str) -> Option<Result<String, Reason>> {
+/// `["a","b"]` without escapes, joined into `out`, in one pass; `None` sends anything else to serde.
+fn simple_string_list(t: &str, out: &mut String) -> Option<Result<(), Reason>> {
     let b = t.as_bytes();
     if b.first() != Some(&b'[') || b.contains(&b'\\') {
         return None;
@@ -474,12 +512,12 @@ fn simple_string_list(t: &str) -> Option<Result<String, Reason>> {
             *i += 1;
         }
     };
-    let mut out = String::new();
+    out.clear();
     let mut items = 0;
     let mut i = 1;
     ws(&mut i);
     if b.get(i) == Some(&b']') {
-        return (i + 1 == b.len()).then_some(Ok(out));
+        return (i + 1 == b.len()).then_some(Ok(()));
     }
     loop {
         if b.get(i) != Some(&b'"') {
@@ -502,19 +540,27 @@ fn simple_string_list(t: &str) -> Option<Result<String, Reason>> {
                 i += 1;
                 ws(&mut i);
             }
-            Some(b']') => return (i + 1 == b.len()).then_some(Ok(out)),
+            Some(b']') => return (i + 1 == b.len()).then_some(Ok(())),
             _ => return None,
         }
     }
 }
 
-/// Applies the rules to one raw line read from the raw partition `day` (when known).
-pub fn clean(line: &[u8], day: Option<Day>) -> Result<Row, Reason> {
-    clean_within(line, day.map(day_bounds))
+/// Applies the rules to one raw line read from the raw partition `day` (when known); the row's
+/// strings are in the interner returned with it.
+pub fn clean(line: &[u8], day: Option<Day>) -> Result<(Row, Interner), Reason> {
+    let mut strings = Interner::default();
+    let row = clean_within(line, day.map(day_bounds), &mut strings)?;
+    Ok((row, strings))
 }
 
-/// [`clean`] with the partition day given as its [start, end) milliseconds (computed once per object).
-pub fn clean_within(line: &[u8], day: Option<(i64, i64)>) -> Result<Row, Reason> {
+/// [`clean`] with the partition day given as its [start, end) milliseconds (computed once per
+/// object), sharing the strings of the rows read through `strings`.
+pub fn clean_within(
+    line: &[u8],
+    day: Option<(i64, i64)>,
+    strings: &mut Interner,
+) -> Result<Row, Reason> {
     let f = parse(line)?;
     if let Some(v) = f.schema_version.filter(|v| v.get() != "null") {
         if !int_token(v).is_some_and(|n| SCHEMA_VERSIONS.contains(&n)) {
@@ -529,7 +575,7 @@ pub fn clean_within(line: &[u8], day: Option<(i64, i64)>) -> Result<Row, Reason>
     let (Some(partition), Some(offset)) = (partition, offset) else {
         return Err(Reason::MissingLineage);
     };
-    let symbol = symbol(f.symbol)?;
+    let symbol = symbol(f.symbol, strings)?;
     if is_null(f.price) {
         return Err(Reason::MissingPrice);
     }
@@ -539,17 +585,14 @@ pub fn clean_within(line: &[u8], day: Option<(i64, i64)>) -> Result<Row, Reason>
     }
     let trade_ts = ms_token(f.trade_ts.expect("not null")).ok_or(Reason::BadTime)?;
     let volume = volume(f.volume)?;
-    let conditions = conditions(f.conditions)?;
+    let conditions = conditions(f.conditions, strings)?;
     let received_ts = match f.received_ts.filter(|v| v.get() != "null") {
         None => None,
         Some(v) => Some(ms_token(v).ok_or(Reason::BadReceivedTs)?),
     };
     let source = match f.source.filter(|v| v.get() != "null") {
         None => None,
-        Some(v) => Some(match string_token(v).ok_or(Reason::BadSource)? {
-            s if s == "finnhub" => Cow::Borrowed("finnhub"),
-            s => Cow::Owned(s.into_owned()),
-        }),
+        Some(v) => Some(strings.id(&string_token(v).ok_or(Reason::BadSource)?)),
     };
     if let Some((start, end)) = day {
         if !(start..end).contains(&trade_ts) {
@@ -557,15 +600,15 @@ pub fn clean_within(line: &[u8], day: Option<(i64, i64)>) -> Result<Row, Reason>
         }
     }
     Ok(Row {
-        symbol,
         price,
-        volume,
         trade_ts,
-        conditions,
-        received_ts,
-        source,
-        kafka_partition: partition as i32,
         kafka_offset: offset,
+        received_ts: received_ts.unwrap_or(Row::NO_TIME),
+        volume: volume.unwrap_or(f64::NAN),
+        symbol,
+        conditions: conditions.unwrap_or(Row::NO_ID),
+        source: source.unwrap_or(Row::NO_ID),
+        kafka_partition: partition as i32,
     })
 }
 
@@ -574,19 +617,34 @@ mod tests {
     use super::*;
 
     fn reason(line: &str) -> Reason {
-        clean(line.as_bytes(), None).unwrap_err()
+        clean(line.as_bytes(), None).map(|_| ()).unwrap_err()
     }
 
     const GOOD: &str = r#"{"symbol":" aapl ","price":129.575,"volume":1,"trade_ts":1672348887785,"conditions":["1","24"],"received_ts":1672348887790,"source":"finnhub","schema_version":1,"kafka_partition":2,"kafka_offset":7}"#;
 
     #[test]
     fn a_good_line_becomes_a_row() {
-        let r = clean(GOOD.as_bytes(), Some(Day::from_millis(1672348887785))).unwrap();
-        assert_eq!(r.symbol, "AAPL");
+        let (r, s) = clean(GOOD.as_bytes(), Some(Day::from_millis(1672348887785))).unwrap();
+        assert_eq!(s.get(r.symbol), "AAPL");
         assert_eq!(r.price, 12_957_500_000);
-        assert_eq!(r.volume, Some(1.0));
-        assert_eq!(r.conditions.as_deref(), Some("1,24"));
+        assert_eq!(r.volume(), Some(1.0));
+        assert_eq!(r.conditions().map(|c| s.get(c)), Some("1,24"));
+        assert_eq!(r.source().map(|c| s.get(c)), Some("finnhub"));
+        assert_eq!(r.received_ts(), Some(1672348887790));
         assert_eq!((r.kafka_partition, r.kafka_offset), (2, 7));
+        assert_eq!(std::mem::size_of::<Row>(), 56);
+
+        // Absent and null optional fields read back as absent.
+        let bare = br#"{"symbol":"A","price":1,"trade_ts":1672348887785,"volume":null,"kafka_partition":0,"kafka_offset":1}"#;
+        let (r, _) = clean(bare, None).unwrap();
+        assert_eq!(
+            (r.volume(), r.received_ts(), r.conditions(), r.source()),
+            (None, None, None, None)
+        );
+        let zero = br#"{"symbol":"A","price":1,"trade_ts":1672348887785,"volume":0,"conditions":[],"kafka_partition":0,"kafka_offset":1}"#;
+        let (r, s) = clean(zero, None).unwrap();
+        assert_eq!(r.volume(), Some(0.0));
+        assert_eq!(r.conditions().map(|c| s.get(c)), Some(""));
     }
 
     #[test]

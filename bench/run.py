@@ -536,18 +536,22 @@ def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
     c.close()
     rates = {"producer": in_kafka / seconds, "sink": committed / seconds}
     lines = [
-        "| process | records/s | RSS MB at 1 min | warm (20% in) | half time | end | peak | drift (end vs warm) |",
+        "| process | records/s | RSS MB at 1 min | warm (20–30%) | half time (45–55%) | end (last 10%) | peak | drift (end vs warm) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, ss in samples.items():
 
-        def at(when: float, ss: list[tuple[float, float]] = ss) -> float:
-            near = [r for t, r in ss if abs(t - when) <= 15] or [ss[-1][1]]
+        def over(lo: float, hi: float, ss: list[tuple[float, float]] = ss) -> float:
+            """Median RSS of the samples in [lo, hi) of the run (fractions of its length)."""
+            near = [r for t, r in ss if lo * seconds <= t < hi * seconds] or [ss[-1][1]]
             return statistics.median(near)
 
         # Warm-up: buffers fill to their caps (the sink's max_buffered_records and librdkafka's
         # prefetch queue) while it falls behind the producer; drift is what grows after that.
-        one, warm, half, end = at(min(60.0, seconds / 4)), at(seconds / 5), at(seconds / 2), at(ss[-1][0])
+        # RSS swings by tens of MB with the queues' fill level from one 5 s sample to the next,
+        # so each point is the median of a tenth of the run, not one sample.
+        one = over(min(0.2, 45.0 / seconds), min(0.3, 75.0 / seconds))
+        warm, half, end = over(0.2, 0.3), over(0.45, 0.55), over(0.9, 1.01)
         what = "stockpipe.producer (simulator → Kafka)" if name == "producer" else "stockpipe.consumer (Kafka → S3)"
         lines.append(
             f"| {what} | {fmt(rates[name])} | {fmt(one)} | {fmt(warm)} | {fmt(half)} | {fmt(end)} | "

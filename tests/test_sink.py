@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import random
 import signal
@@ -118,6 +119,25 @@ class Output:
                     out[str(path.relative_to(self.root))] = path.read_bytes()
         return out
 
+    def put(self, key: str, body: bytes) -> None:
+        if self.kind == "s3":
+            self.stack.s3().put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=body)
+        else:
+            path = self.root / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+
+    def claims(self) -> dict[str, bytes]:
+        if self.kind == "s3":
+            s3 = self.stack.s3()
+            listed = s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/_stockpipe/claims/")
+            return {
+                o["Key"]: s3.get_object(Bucket=self.bucket, Key=o["Key"])["Body"].read()
+                for o in listed.get("Contents", [])
+            }
+        base = self.root / "_stockpipe" / "claims"
+        return {str(p): p.read_bytes() for p in sorted(base.rglob("*.json")) if not p.name.startswith(".tmp-")}
+
     def check_exactly_once(
         self, expected_per_partition: dict[int, int], bad: set[tuple[int, int]] | None = None
     ) -> int:
@@ -210,6 +230,33 @@ def test_a_quiet_partition_is_flushed_by_the_timer(stack: Stack, tmp_path: Path,
     assert out.objects(), "no object within 15 s"
     assert elapsed <= 11.0, f"object after {elapsed:.1f}s"
     assert out.check_exactly_once({0: 5}) == 5
+
+
+@pytest.mark.parametrize("kind", ["s3", "file"])
+def test_a_claimed_run_is_rewritten_batch_by_batch(stack: Stack, tmp_path: Path, kind: str) -> None:
+    """A sink died after claiming a run of three batches (offsets 0..=449) and before writing it:
+    the next sink writes exactly those three batches, then claims its own backlog in runs."""
+    topic = make_topic(stack, partitions=1)
+    out = Output(stack, kind, tmp_path)
+    produce(stack, topic, 20_000, start_ts=MIDNIGHT + 1_000)
+    cuts = [[0, 49], [50, 299], [300, 449]]
+    claim = {"topic": topic, "partition": 0, "start": 0, "end": 449, "objects": [], "records": 450, "batches": cuts}
+    out.put(f"_stockpipe/claims/{topic}/00000/{0:020}.json", json.dumps(claim).encode())
+    proc = start_sink(sink_env(stack, topic, out.uri), "--batch-size", "100", "--batch-seconds", "1")
+    wait_caught_up(out, {0: 20_000})
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert out.check_exactly_once({0: 20_000}) == 20_000
+    extents = sorted(tuple(int(x) for x in k.rsplit("+", 1)[1].split(".")[0].split("-")) for k in out.objects())
+    assert extents[:3] == [tuple(c) for c in cuts]
+    # Then batches of 100 (the last one closed by the timer with the remaining 50).
+    assert [e - s + 1 for s, e in extents[3:]] == [100] * 195 + [50]
+    runs = [json.loads(b) for k, b in out.claims().items() if not k.endswith(f"{0:020}.json")]
+    assert any(len(c.get("batches", [])) > 1 for c in runs), "a backlog is claimed in runs"
+    for c in runs:
+        batches = c.get("batches") or [[c["start"], c["end"]]]
+        assert (batches[0][0], batches[-1][1]) == (c["start"], c["end"])
+        assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(batches))
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 //!
 //! Before writing a batch covering offsets `start..=end` of a partition, the sink creates the
 //! claim object `_stockpipe/claims/<topic>/<partition>/<start>.json` *only if absent*. The
-//! claim fixes the batch's extent for ever: whoever finds an existing claim for the offset it
+//! claim fixes the batch's extent (and, for a claim covering several queued batches, each
+//! batch's extent) for ever: whoever finds an existing claim for the offset it
 //! is about to write from (a restarted sink, the next owner after a rebalance) adopts it and
 //! rewrites exactly those objects from exactly those records, byte for byte. So a crash at any
 //! instant leaves either no claim (nothing was written; the records are consumed again) or a
@@ -18,9 +19,25 @@ pub struct Claim {
     pub partition: i32,
     pub start: i64,
     pub end: i64,
-    /// Keys of the data objects of this batch (one per trade day).
+    /// Keys of the data objects of this claim (one per batch and trade day).
     pub objects: Vec<String>,
     pub records: usize,
+    /// The batches this claim covers, `[start, end]` each, in order, when more than one: a sink
+    /// behind its input claims the batches queued for a partition at once and writes their
+    /// objects in parallel. Empty: one batch, `start..=end`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<[i64; 2]>,
+}
+
+impl Claim {
+    /// The extents of the claim's batches, in order.
+    pub fn cuts(&self) -> Vec<(i64, i64)> {
+        if self.batches.is_empty() {
+            vec![(self.start, self.end)]
+        } else {
+            self.batches.iter().map(|b| (b[0], b[1])).collect()
+        }
+    }
 }
 
 pub fn claims_prefix(topic: &str, partition: i32) -> String {

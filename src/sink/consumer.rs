@@ -13,6 +13,7 @@ use crate::kafka::TradeProducer;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{Encryption, Store};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -437,7 +438,7 @@ impl Sink {
         let Some(st) = self.parts.get_mut(&p) else {
             return;
         };
-        let Some(batch) = st.pending.pop_front() else {
+        let Some(batch) = st.next_write(RUN_MAX_BATCHES, RUN_MAX_BYTES) else {
             return;
         };
         st.inflight = Some((batch.lines.len(), batch.opened_at));
@@ -478,7 +479,7 @@ impl Sink {
                 // Resume well below the pause mark: a partition paused and resumed around one
                 // level would make the consumer drop and re-fetch its prefetched records each time.
                 let resume = st.paused && st.buffered() <= self.cfg.max_buffered_records / 2;
-                self.metrics.incr("batches");
+                self.metrics.add("batches", batch.cuts.len() as u64);
                 self.metrics.add("objects", objects as u64);
                 self.metrics.add("bytes", bytes as u64);
                 self.metrics
@@ -520,7 +521,10 @@ impl Sink {
                     batch.end,
                     st.backoff
                 );
-                st.pending.push_front(batch);
+                st.pending.push_front(Batch {
+                    attempted: true,
+                    ..batch
+                });
                 if !st.paused {
                     self.pause(consumer, p, true);
                 }
@@ -580,32 +584,45 @@ enum Written {
     Split(Claim),
 }
 
-/// The data objects of a batch: one per trade day, named by topic, partition and offsets.
+/// Batches queued for a partition are claimed and written together, up to this many...
+const RUN_MAX_BATCHES: usize = 64;
+/// ...and this many bytes of lines.
+const RUN_MAX_BYTES: usize = 32 << 20;
+/// Objects of one claim written at once.
+const PUTS_IN_FLIGHT: usize = 16;
+
+/// The data objects of a batch: one per cut and trade day, named by topic, partition and the
+/// cut's offsets.
 fn objects_of<'a>(
     raw_prefix: &str,
     topic: &str,
     p: i32,
-    batch: &'a Batch,
+    lines: &'a [Line],
+    cuts: &[(i64, i64)],
     gzip: bool,
 ) -> BTreeMap<String, Vec<&'a Line>> {
-    let mut by_day: BTreeMap<Day, Vec<&Line>> = BTreeMap::new();
-    for l in &batch.lines {
-        by_day.entry(l.day).or_default().push(l);
-    }
     let ext = if gzip { "jsonl.gz" } else { "jsonl" };
-    by_day
-        .into_iter()
-        .map(|(day, lines)| {
+    let mut objects = BTreeMap::new();
+    let mut rest = lines;
+    for &(start, end) in cuts {
+        // Lines are in offset order: this cut's are a prefix of the rest.
+        let n = rest.partition_point(|l| l.offset <= end);
+        let (mine, later) = rest.split_at(n);
+        rest = later;
+        let mut by_day: BTreeMap<Day, Vec<&Line>> = BTreeMap::new();
+        for l in mine {
+            by_day.entry(l.day).or_default().push(l);
+        }
+        for (day, lines) in by_day {
             let key = format!(
-                "{raw_prefix}/{}/{}+{p}+{:020}-{:020}.{ext}",
+                "{raw_prefix}/{}/{}+{p}+{start:020}-{end:020}.{ext}",
                 day.path(),
                 claims::sanitize(topic),
-                batch.start,
-                batch.end
             );
-            (key, lines)
-        })
-        .collect()
+            objects.insert(key, lines);
+        }
+    }
+    objects
 }
 
 async fn write_batch(
@@ -615,33 +632,45 @@ async fn write_batch(
     cfg: &SinkConfig,
     batch: &Batch,
 ) -> Result<Written> {
-    let objects = objects_of(&cfg.raw_prefix, topic, p, batch, cfg.gzip);
+    let mut cuts = batch.cuts.clone();
     if batch.adopted.is_none() {
         let claim = Claim {
             topic: topic.to_string(),
             partition: p,
             start: batch.start,
             end: batch.end,
-            objects: objects.keys().cloned().collect(),
+            objects: objects_of(&cfg.raw_prefix, topic, p, &batch.lines, &cuts, cfg.gzip)
+                .into_keys()
+                .collect(),
             records: batch.lines.len(),
+            batches: if cuts.len() > 1 {
+                cuts.iter().map(|&(s, e)| [s, e]).collect()
+            } else {
+                Vec::new()
+            },
         };
         match claims::try_claim(store, &claim).await? {
             Claimed::Ours => {}
-            Claimed::Theirs(theirs) if theirs.end == batch.end => {}
+            // Same extent (our own claim from an earlier attempt, or a racing owner's): its cuts win.
+            Claimed::Theirs(theirs) if theirs.end == batch.end => cuts = theirs.cuts(),
             Claimed::Theirs(theirs) if theirs.end > batch.end => {
                 return Ok(Written::NeedMore(theirs))
             }
             Claimed::Theirs(theirs) => return Ok(Written::Split(theirs)),
         }
     }
-    let mut bytes = 0;
-    let mut count = 0;
-    for (key, lines) in &objects {
-        let body = encode::jsonl(lines, cfg.gzip);
-        bytes += body.len();
-        store.put(key, body, false).await?;
-        count += 1;
-    }
+    let bodies: Vec<(String, Vec<u8>)> =
+        objects_of(&cfg.raw_prefix, topic, p, &batch.lines, &cuts, cfg.gzip)
+            .into_iter()
+            .map(|(key, lines)| (key, encode::jsonl(&lines, cfg.gzip)))
+            .collect();
+    let count = bodies.len();
+    let bytes = bodies.iter().map(|(_, b)| b.len()).sum();
+    stream::iter(bodies)
+        .map(|(key, body)| async move { store.put(&key, body, false).await })
+        .buffer_unordered(PUTS_IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(Written::Done {
         objects: count,
         bytes,

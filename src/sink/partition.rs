@@ -17,13 +17,18 @@ pub enum Close {
 }
 
 /// A closed batch: every offset in `start..=end` was consumed; `lines` are those that encode.
+/// A batch written with others under one claim is a run of batches: `cuts` are their extents
+/// (one object per cut and trade day).
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub start: i64,
     pub end: i64,
+    pub cuts: Vec<(i64, i64)>,
     pub lines: Vec<Line>,
     pub adopted: Option<Claim>,
     pub opened_at: Instant,
+    /// A write of this batch was attempted: its claim may exist, so its extent is final.
+    pub attempted: bool,
 }
 
 #[derive(Debug)]
@@ -154,12 +159,15 @@ impl PartitionState {
         let (lines, rest): (Vec<Line>, Vec<Line>) = std::mem::take(&mut self.lines)
             .into_iter()
             .partition(|l| l.offset <= cut);
+        let start = adopted.as_ref().map_or(start, |c| c.start);
         let batch = Batch {
-            start: adopted.as_ref().map_or(start, |c| c.start),
+            start,
             end: cut,
+            cuts: adopted.as_ref().map_or(vec![(start, cut)], Claim::cuts),
             lines,
             adopted,
             opened_at,
+            attempted: false,
         };
         let old_end = self.end;
         self.start = None;
@@ -176,6 +184,33 @@ impl PartitionState {
             self.opened_at = Some(Instant::now());
         }
         Some(batch)
+    }
+
+    /// The next write: the oldest closed batch and, when it is a fresh one, the fresh batches
+    /// queued behind it, up to `max_batches` and `max_bytes`, as one run under one claim.
+    /// (A batch honouring a claim, or one whose write failed, goes alone: its extent is fixed.)
+    pub fn next_write(&mut self, max_batches: usize, max_bytes: usize) -> Option<Batch> {
+        let mut run = self.pending.pop_front()?;
+        if run.adopted.is_some() || run.attempted {
+            return Some(run);
+        }
+        let mut bytes: usize = run.lines.iter().map(|l| l.text.len() + 1).sum();
+        while run.cuts.len() < max_batches {
+            let Some(next) = self.pending.front() else {
+                break;
+            };
+            let more: usize = next.lines.iter().map(|l| l.text.len() + 1).sum();
+            if next.adopted.is_some() || next.attempted || bytes + more > max_bytes {
+                break;
+            }
+            let next = self.pending.pop_front().expect("front exists");
+            debug_assert_eq!(next.start, run.end + 1);
+            bytes += more;
+            run.end = next.end;
+            run.cuts.extend(next.cuts);
+            run.lines.extend(next.lines);
+        }
+        Some(run)
     }
 
     /// Puts a batch back in front of the open one (and of any batch closed after it): a claim
@@ -239,7 +274,54 @@ mod tests {
             end,
             objects: vec![],
             records: (end - start + 1) as usize,
+            batches: vec![],
         }
+    }
+
+    #[test]
+    fn queued_batches_are_written_as_one_run() {
+        let mut p = PartitionState::new(0, Some(0), None);
+        for o in 0..10 {
+            p.push(o, line(o));
+            if o % 2 == 1 {
+                let b = p.take().unwrap();
+                p.pending.push_back(b);
+            }
+        }
+        let run = p.next_write(3, 1 << 20).unwrap();
+        assert_eq!((run.start, run.end, run.lines.len()), (0, 5, 6));
+        assert_eq!(run.cuts, vec![(0, 1), (2, 3), (4, 5)]);
+        // A failed run goes back whole and is retried alone, with the same cuts.
+        let mut failed = run;
+        failed.attempted = true;
+        p.pending.push_front(failed);
+        let again = p.next_write(3, 1 << 20).unwrap();
+        assert_eq!(again.cuts, vec![(0, 1), (2, 3), (4, 5)]);
+        // A byte cap keeps runs small.
+        let one = p.next_write(3, 1).unwrap();
+        assert_eq!(one.cuts, vec![(6, 7)]);
+    }
+
+    #[test]
+    fn an_adopted_run_is_cut_as_claimed() {
+        let mut c = claim(0, 5);
+        c.batches = vec![[0, 1], [2, 5]];
+        let mut p = PartitionState::new(0, Some(0), Some(c));
+        for o in 0..7 {
+            p.push(o, line(o));
+        }
+        let b = p.take().unwrap();
+        assert_eq!((b.start, b.end), (0, 5));
+        assert_eq!(b.cuts, vec![(0, 1), (2, 5)]);
+        p.pending.push_back(b);
+        let rest = p.take().unwrap();
+        p.pending.push_back(rest);
+        // The adopted run is written alone.
+        assert_eq!(
+            p.next_write(10, 1 << 20).unwrap().cuts,
+            vec![(0, 1), (2, 5)]
+        );
+        assert_eq!(p.next_write(10, 1 << 20).unwrap().cuts, vec![(6, 6)]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -44,6 +45,11 @@ class Run:
     peak_rss_mb: float
     out: dict[str, Any]
     server_cpu_s: float = 0.0
+    # The watched server's CPU over the contender's busy window (its "window": two
+    # time.perf_counter() readings, CLOCK_MONOTONIC, the same clock here), in cores.
+    server_cores: float | None = None
+    # The contender's own CPU over the same window, in cores.
+    cores: float | None = None
 
 
 def tree_cpu_rss(proc: psutil.Process) -> tuple[float, float]:
@@ -72,6 +78,8 @@ def measure(
     ps = psutil.Process(proc.pid)
     peak = [0.0, 0.0]
     stop = threading.Event()
+    server_series: list[tuple[float, float]] = []
+    own_series: list[tuple[float, float]] = []
 
     def sample() -> None:
         while not stop.is_set():
@@ -81,6 +89,10 @@ def measure(
                 peak[1] = max(peak[1], cpu)
             except psutil.Error:
                 pass
+            if watched:
+                now = time.perf_counter()
+                server_series.append((now, sum(tree_cpu_rss(p)[0] for p in watched)))
+                own_series.append((now, peak[1]))
             stop.wait(0.05)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -99,7 +111,31 @@ def measure(
         raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n{err[-3000:]}")
     line = [x for x in out.strip().splitlines() if x.startswith("{")]
     server = sum(tree_cpu_rss(p)[0] for p in watched) - server_before
-    return Run(wall, cpu, peak[0] / 2**20, json.loads(line[-1]) if line else {}, server)
+    result = json.loads(line[-1]) if line else {}
+    window = result.get("window")
+    return Run(
+        wall,
+        cpu,
+        peak[0] / 2**20,
+        result,
+        server,
+        cores_within(server_series, window),
+        cores_within(own_series, window),
+    )
+
+
+def cores_within(series: list[tuple[float, float]], window: list[float] | None) -> float | None:
+    """Average cores a process used between two monotonic times, from (time, CPU-seconds) samples."""
+    if not window or len(series) < 2 or window[1] - window[0] < 0.2:
+        return None
+
+    def at(t: float) -> float:
+        for (t0, c0), (t1, c1) in itertools.pairwise(series):
+            if t0 <= t <= t1:
+                return c0 + (c1 - c0) * (t - t0) / (t1 - t0 or 1)
+        return series[0][1] if t < series[0][0] else series[-1][1]
+
+    return (at(window[1]) - at(window[0])) / (window[1] - window[0])
 
 
 # ---------------------------------------------------------------- the stack and the simulator
@@ -293,23 +329,26 @@ def fill_topic(bootstrap: str, topic: str, n: int) -> None:
     p.flush(60)
 
 
-def bench_kafka_to_s3(state: dict[str, Any], n: int, rounds: int, big_batch: int) -> list[Row]:
+def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, big_batch: int) -> list[Row]:
+    """The seed's policy over ``n`` records; large batches over ``big_n`` (a busy window long enough
+    to read the S3 server's and the sink's CPU from)."""
     bootstrap, endpoint = state["bootstrap_servers"], state["s3_endpoint_url"]
     bucket = "kafka.stock.market.project"
-    topic = f"bench-sink-{uuid.uuid4().hex[:8]}"
+    topic, big_topic = f"bench-sink-{uuid.uuid4().hex[:8]}", f"bench-sink-big-{uuid.uuid4().hex[:8]}"
     fill_topic(bootstrap, topic, n)
+    fill_topic(bootstrap, big_topic, big_n)
     minio = [p["pid"] for p in state.get("processes", []) if p.get("name") == "s3"]
     env = aws_env(state)
     contenders = [
-        ("stockpipe (Rust sink), 100 / 10 s", "rust_sink.py", 100),
-        ("confluent-kafka + boto3, 100 / 10 s", "confluent_sink.py", 100),
-        ("seed: kafka-python + boto3, 100 / 10 s", "seed_sink.py", 100),
-        (f"stockpipe (Rust sink), {big_batch:,} / 10 s", "rust_sink.py", big_batch),
-        (f"confluent-kafka + boto3, {big_batch:,} / 10 s", "confluent_sink.py", big_batch),
+        ("stockpipe (Rust sink), 100 / 10 s", "rust_sink.py", 100, topic, n),
+        ("confluent-kafka + boto3, 100 / 10 s", "confluent_sink.py", 100, topic, n),
+        ("seed: kafka-python + boto3, 100 / 10 s", "seed_sink.py", 100, topic, n),
+        (f"stockpipe (Rust sink), {big_batch:,} / 10 s", "rust_sink.py", big_batch, big_topic, big_n),
+        (f"confluent-kafka + boto3, {big_batch:,} / 10 s", "confluent_sink.py", big_batch, big_topic, big_n),
     ]
     rows = {c[0]: Row("Kafka → S3 JSONL", c[0]) for c in contenders}
     for _ in range(rounds):
-        for name, script, batch in contenders:
+        for name, script, batch, topic, n in contenders:
             group, prefix = f"g-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}"
             cmd = [
                 PY,
@@ -752,14 +791,20 @@ def main() -> int:
             sections += [*table(rows, "trades", "acked"), ""]
         if "sink" in stages:
             print(f"Kafka → S3: {n_sink:,} records × {rounds} rounds", file=sys.stderr)
-            rows = bench_kafka_to_s3(state, n_sink, rounds, big_batch=10_000)
-            sections += [f"### Kafka → S3 JSONL objects ({n_sink:,} records, 3 partitions, SSE-S3)", ""]
+            rows = bench_kafka_to_s3(state, n_sink, 5 * n_sink, rounds, big_batch=10_000)
+            sections += [
+                f"### Kafka → S3 JSONL objects (3 partitions, SSE-S3; {n_sink:,} records at 100 / 10 s, "
+                f"{5 * n_sink:,} at 10,000 / 10 s)",
+                "",
+            ]
             lines = table(rows, "records", "records", rate_key="bulk_records")
-            lines[0] += " objects | S3 server CPU-s |"
-            lines[1] += "---:|---:|"
+            lines[0] += " objects | S3 server CPU-s | cores in the busy window: S3 server / contender |"
+            lines[1] += "---:|---:|---:|"
             for i, r in enumerate(rows):
+                cores = f"{fmt(r.med(lambda x: x.server_cores), 2)} / {fmt(r.med(lambda x: x.cores), 2)}"
                 lines[i + 2] += (
                     f" {fmt(r.med(lambda x: x.out.get('objects')))} | {fmt(r.med(lambda x: x.server_cpu_s), 1)} |"
+                    f" {cores} |"
                 )
             sections += [*lines, ""]
         if "etl" in stages:

@@ -47,5 +47,5 @@ def status(c: dict) -> None:
 s = stockpipe.Sink(cfg).run(status=status)
 print(json.dumps({
     "records": s.records_written, "objects": s.objects, "active_s": seen["bulk"] - seen["first"],
-    "bulk_records": seen["bulk_records"],
+    "bulk_records": seen["bulk_records"], "window": [seen["first"], seen["bulk"]],
 }))  # fmt: skip

@@ -57,4 +57,5 @@ while written < n:
 consumer.close()
 print(json.dumps({
     "records": written, "objects": objects, "active_s": bulk["t"] - first, "bulk_records": bulk["records"],
+    "window": [first, bulk["t"]],
 }))  # fmt: skip

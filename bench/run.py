@@ -348,18 +348,18 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
     ]
     rows = {c[0]: Row("Kafka → S3 JSONL", c[0]) for c in contenders}
     for _ in range(rounds):
-        for name, script, batch, topic, n in contenders:
+        for name, script, batch, source, records in contenders:
             group, prefix = f"g-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}"
             cmd = [
                 PY,
                 str(HERE / "contenders" / script),
                 bootstrap,
-                topic,
+                source,
                 group,
                 endpoint,
                 bucket,
                 prefix,
-                str(n),
+                str(records),
                 str(batch),
                 "10",
             ]

@@ -774,7 +774,12 @@ def control_both_replicas_lost(run: Run) -> None:
     # Once the controller fences the follower (broker.session.timeout.ms, 9 s) the ISR is the
     # leader alone, which then acknowledges by itself (min.insync.replicas 1).
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and chaos.replicas(run.topic)[2] != [leader]:
+    while time.monotonic() < deadline:
+        try:
+            if chaos.replicas(run.topic)[2] == [leader]:
+                break
+        except Exception:  # noqa: BLE001 - metadata can time out while the cluster notices the loss
+            pass
         time.sleep(0.5)
     run.pause(6)
     for p in run.producers:

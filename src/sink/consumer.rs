@@ -632,19 +632,24 @@ async fn write_batch(
     cfg: &SinkConfig,
     batch: &Batch,
 ) -> Result<Written> {
-    let mut cuts = batch.cuts.clone();
+    let mut objects = objects_of(
+        &cfg.raw_prefix,
+        topic,
+        p,
+        &batch.lines,
+        &batch.cuts,
+        cfg.gzip,
+    );
     if batch.adopted.is_none() {
         let claim = Claim {
             topic: topic.to_string(),
             partition: p,
             start: batch.start,
             end: batch.end,
-            objects: objects_of(&cfg.raw_prefix, topic, p, &batch.lines, &cuts, cfg.gzip)
-                .into_keys()
-                .collect(),
+            objects: objects.keys().cloned().collect(),
             records: batch.lines.len(),
-            batches: if cuts.len() > 1 {
-                cuts.iter().map(|&(s, e)| [s, e]).collect()
+            batches: if batch.cuts.len() > 1 {
+                batch.cuts.iter().map(|&(s, e)| [s, e]).collect()
             } else {
                 Vec::new()
             },
@@ -652,18 +657,22 @@ async fn write_batch(
         match claims::try_claim(store, &claim).await? {
             Claimed::Ours => {}
             // Same extent (our own claim from an earlier attempt, or a racing owner's): its cuts win.
-            Claimed::Theirs(theirs) if theirs.end == batch.end => cuts = theirs.cuts(),
+            Claimed::Theirs(theirs) if theirs.end == batch.end => {
+                let cuts = theirs.cuts();
+                if cuts != batch.cuts {
+                    objects = objects_of(&cfg.raw_prefix, topic, p, &batch.lines, &cuts, cfg.gzip);
+                }
+            }
             Claimed::Theirs(theirs) if theirs.end > batch.end => {
                 return Ok(Written::NeedMore(theirs))
             }
             Claimed::Theirs(theirs) => return Ok(Written::Split(theirs)),
         }
     }
-    let bodies: Vec<(String, Vec<u8>)> =
-        objects_of(&cfg.raw_prefix, topic, p, &batch.lines, &cuts, cfg.gzip)
-            .into_iter()
-            .map(|(key, lines)| (key, encode::jsonl(&lines, cfg.gzip)))
-            .collect();
+    let bodies: Vec<(String, Vec<u8>)> = objects
+        .into_iter()
+        .map(|(key, lines)| (key, encode::jsonl(&lines, cfg.gzip)))
+        .collect();
     let count = bodies.len();
     let bytes = bodies.iter().map(|(_, b)| b.len()).sum();
     stream::iter(bodies)

@@ -398,11 +398,12 @@ enum Seen {
 
 impl Seen {
     fn for_rows<'a>(rows: impl Iterator<Item = &'a Row>, total: usize) -> Seen {
+        let sparse = || Seen::Sparse(FxSet::with_capacity_and_hasher(total, Default::default()));
         let mut ranges: Vec<Option<(i64, i64)>> = Vec::new();
         for row in rows {
             let p = row.kafka_partition as usize;
             if p > u16::MAX as usize {
-                return Seen::Sparse(FxSet::with_capacity_and_hasher(total, Default::default()));
+                return sparse();
             }
             if ranges.len() <= p {
                 ranges.resize(p + 1, None);
@@ -417,7 +418,7 @@ impl Seen {
             .map(|(lo, hi)| (hi - lo) as u128 + 1)
             .sum();
         if bits > 64 * total as u128 + 4096 {
-            return Seen::Sparse(FxSet::with_capacity_and_hasher(total, Default::default()));
+            return sparse();
         }
         Seen::Dense(
             ranges

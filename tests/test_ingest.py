@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -196,6 +197,41 @@ def test_sigterm_at_100k_per_second_exits_fast_and_keeps_acked(stack: Stack) -> 
     assert acked > 100_000, summary
     messages = consume_all(stack.bootstrap, topic, expected=acked)
     assert acked <= len(messages) <= trades
+
+
+@pytest.mark.slow
+def test_sigterm_while_kafka_takes_nothing_gives_up_after_the_grace(stack: Stack) -> None:
+    """Stopped with the broker frozen and the local queue full: the producer stops waiting for room
+    after its grace (not after librdkafka's 5-minute delivery timeout), exits 1 and says how many
+    trades it did not queue."""
+    topic = unique_topic("frozen")
+    sim = Simulator("--symbols", "AAPL,MSFT", "--rate", "100000", "--trades-per-frame", "100", "--duration", "120")
+    proc = subprocess.Popen(
+        producer_cmd("--ws-url", sim.url, "--api-key", "k", "--symbols", "AAPL,MSFT", "--topic", topic),
+        env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    brokers = [int(p["pid"]) for p in stack.state["processes"] if str(p["name"]).startswith("kafka")]
+    try:
+        time.sleep(5)
+        for pid in brokers:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(4)  # 100k trades/s fill the 100k-record queue
+        proc.send_signal(signal.SIGTERM)
+        sent_at = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        exited_in = time.monotonic() - sent_at
+    finally:
+        for pid in brokers:
+            os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+        sim.stop()
+    assert exited_in < 15.0, err  # the grace (4 s) and the final flush (4 s)
+    assert proc.returncode == 1, err
+    summary = err.strip().splitlines()[-1]
+    unqueued = re.search(r"not queued at stop (\d+)", summary)
+    assert unqueued and int(unqueued.group(1)) > 0, summary
+    assert "Kafka took no record" in err
 
 
 def test_quote_poller_respects_the_limit_and_skips_unknown_symbols(stack: Stack) -> None:

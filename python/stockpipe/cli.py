@@ -339,7 +339,7 @@ def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         status.close()
     print(f"producer: {stats.summary()}", file=sys.stderr)
-    return 0 if stats.failed == 0 and stats.unacked == 0 else 1
+    return 0 if stats.failed == 0 and stats.unacked == 0 and stats.unqueued == 0 else 1
 
 
 def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:

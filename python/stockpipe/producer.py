@@ -36,6 +36,8 @@ class ProducerStats:
     reconnects: int
     pings: int
     unacked: int
+    unqueued: int
+    """Trades that arrived after a stop was requested while Kafka took no records, not queued."""
     interrupted: bool
     latency_p50_ms: float | None
     latency_p99_ms: float | None
@@ -58,6 +60,7 @@ class ProducerStats:
             reconnects=n("reconnects"),
             pings=n("pings"),
             unacked=n("unacked"),
+            unqueued=n("unqueued_at_stop"),
             interrupted=bool(raw.get("interrupted", False)),
             latency_p50_ms=raw.get("latency_p50_ms"),
             latency_p99_ms=raw.get("latency_p99_ms"),
@@ -70,7 +73,8 @@ class ProducerStats:
         p99 = f"{self.latency_p99_ms:.1f} ms" if self.latency_p99_ms is not None else "n/a"
         return (
             f"trades {self.trades}, acked {self.acked}, failed {self.failed}, unacked {self.unacked}, "
-            f"dead letters {self.dead_letters}, duplicates dropped {self.duplicates}, "
+            + (f"not queued at stop {self.unqueued}, " if self.unqueued else "")
+            + f"dead letters {self.dead_letters}, duplicates dropped {self.duplicates}, "
             f"reconnects {self.reconnects}, p99 frame→ack {p99}"
         )
 

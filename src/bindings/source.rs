@@ -43,9 +43,9 @@ pub fn run_producer<'py>(
     let mut names = source::client::COUNTERS.to_vec();
     names.extend_from_slice(crate::kafka::producer::COUNTERS);
     let metrics = Metrics::new(&names);
-    let producer = Arc::new(TradeProducer::new(&kcfg, metrics.clone())?);
     let shutdown = Shutdown::new();
     stop_after(&shutdown, duration_s);
+    let producer = Arc::new(TradeProducer::new(&kcfg, metrics.clone())?.stopping_on(&shutdown));
     let fut = {
         let (producer, metrics, shutdown) = (producer.clone(), metrics.clone(), shutdown.clone());
         async move {
@@ -89,10 +89,13 @@ pub fn run_quotes<'py>(
     names.extend_from_slice(crate::kafka::producer::COUNTERS);
     names.extend_from_slice(source::quotes::COUNTERS);
     let metrics = Metrics::new(&names);
-    let producer =
-        Arc::new(TradeProducer::new(&kcfg, metrics.clone())?.with_topic(&kcfg.quotes_topic));
     let shutdown = Shutdown::new();
     stop_after(&shutdown, duration_s);
+    let producer = Arc::new(
+        TradeProducer::new(&kcfg, metrics.clone())?
+            .with_topic(&kcfg.quotes_topic)
+            .stopping_on(&shutdown),
+    );
     let fut = {
         let (producer, metrics, shutdown) = (producer.clone(), metrics.clone(), shutdown.clone());
         async move {

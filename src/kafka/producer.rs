@@ -1,14 +1,16 @@
 //! The trade producer: idempotent, acks=all, keyed by symbol; it waits (never drops) when the
-//! local queue is full and counts every delivery report.
+//! local queue is full and counts every delivery report. Only once a stop was requested does a
+//! wait for room end, after [`STOP_GRACE`]: the record is counted as `unqueued_at_stop`.
 
 use super::config::{client_config, Role};
 use super::Result;
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Counter names this producer maintains.
@@ -19,8 +21,13 @@ pub const COUNTERS: &[&str] = &[
     "dlq",
     "dlq_acked",
     "queue_full_waits",
+    "unqueued_at_stop",
     "last_ack_unix_us",
 ];
+
+/// How long a record still waits for room in the queue after a stop was requested (Ctrl-C with
+/// the brokers away must not hang until librdkafka times every queued record out).
+pub const STOP_GRACE: Duration = Duration::from_secs(4);
 
 const DLQ_FLAG: usize = 1 << (usize::BITS - 1);
 
@@ -71,6 +78,9 @@ pub struct TradeProducer {
     dlq_topic: String,
     metrics: Arc<Metrics>,
     epoch: Instant,
+    stop: Option<Shutdown>,
+    /// Set at the first full queue after the stop: every wait for room ends by then.
+    stop_deadline: OnceLock<Instant>,
 }
 
 impl TradeProducer {
@@ -86,7 +96,16 @@ impl TradeProducer {
             dlq_topic: cfg.dlq_topic.clone(),
             metrics,
             epoch,
+            stop: None,
+            stop_deadline: OnceLock::new(),
         })
+    }
+
+    /// Once `stop` fires, a record waiting for room in a full queue gives up after
+    /// [`STOP_GRACE`] instead of waiting for the brokers indefinitely.
+    pub fn stopping_on(mut self, stop: &Shutdown) -> Self {
+        self.stop = Some(stop.clone());
+        self
     }
 
     /// Overrides the destination topic (the quote poller publishes elsewhere).
@@ -112,13 +131,14 @@ impl TradeProducer {
     }
 
     /// Queues one trade record keyed by its symbol. `received` is when its frame arrived.
-    pub async fn send_trade(&self, symbol: &str, payload: &[u8], received: Instant) {
+    /// False only when stopping and the record could not be queued.
+    pub async fn send_trade(&self, symbol: &str, payload: &[u8], received: Instant) -> bool {
         let stamp = received.saturating_duration_since(self.epoch).as_micros() as usize & !DLQ_FLAG;
         self.metrics.incr("trades_sent");
         let record = BaseRecord::with_opaque_to(&self.topic, stamp)
             .key(symbol)
             .payload(payload);
-        self.enqueue(record).await;
+        self.enqueue(record).await
     }
 
     /// Queues a dead letter: the raw input and why it was refused.
@@ -141,20 +161,36 @@ impl TradeProducer {
         self.enqueue(record).await;
     }
 
-    async fn enqueue(&self, mut record: BaseRecord<'_, str, [u8], usize>) {
+    /// Queues `record`, waiting while the queue is full; false when it gave up (stopping).
+    async fn enqueue(&self, mut record: BaseRecord<'_, str, [u8], usize>) -> bool {
         loop {
             match self.inner.send(record) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // Back-pressure: wait for deliveries to drain the queue, never drop.
+                    // Back-pressure: wait for deliveries to drain the queue, never drop...
                     self.metrics.incr("queue_full_waits");
+                    // ...unless the process is stopping and the brokers take no more.
+                    if self.stop.as_ref().is_some_and(Shutdown::is_triggered) {
+                        let deadline = *self
+                            .stop_deadline
+                            .get_or_init(|| Instant::now() + STOP_GRACE);
+                        if Instant::now() >= deadline {
+                            if self.metrics.get("unqueued_at_stop") == 0 {
+                                log::warn!(
+                                    "stopping: Kafka took no record for {STOP_GRACE:?}; the records still arriving are not queued"
+                                );
+                            }
+                            self.metrics.incr("unqueued_at_stop");
+                            return false;
+                        }
+                    }
                     record = back;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((err, back)) => {
                     self.metrics.incr("failed");
                     log::error!("cannot queue record for {}: {err}", back.topic);
-                    return;
+                    return false;
                 }
             }
         }

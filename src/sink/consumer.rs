@@ -227,7 +227,8 @@ pub fn run_sink(
     }
     let consumer: BaseConsumer<SinkContext> = config.create_with_context(context)?;
     consumer.subscribe(&[&kcfg.topic])?;
-    let dlq = TradeProducer::new(kcfg, Metrics::new(crate::kafka::producer::COUNTERS))?;
+    let dlq = TradeProducer::new(kcfg, Metrics::new(crate::kafka::producer::COUNTERS))?
+        .stopping_on(&shutdown);
     let (done_tx, done_rx) = channel();
     let mut sink = Sink {
         cfg: Arc::new(scfg.clone()),

@@ -298,9 +298,12 @@ async fn handle_text(
                 }
                 buf.clear();
                 trade.write_json(received_ms, Source::Finnhub, buf);
-                producer
+                if !producer
                     .send_trade(&trade.symbol, buf.as_bytes(), received)
-                    .await;
+                    .await
+                {
+                    continue;
+                }
                 metrics.incr("trades");
                 *published += 1;
             }

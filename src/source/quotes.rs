@@ -193,9 +193,12 @@ pub async fn run_quotes(
         }
         last.insert(symbol.clone(), fingerprint);
         let payload = record(symbol, &q, now_ms());
-        producer
+        if !producer
             .send_trade(symbol, payload.as_bytes(), Instant::now())
-            .await;
+            .await
+        {
+            continue;
+        }
         metrics.incr("trades");
         published += 1;
         if max_quotes.is_some_and(|m| published >= m) {

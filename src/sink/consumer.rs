@@ -13,7 +13,7 @@ use crate::kafka::TradeProducer;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{Encryption, Store};
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -227,8 +227,12 @@ pub fn run_sink(
     }
     let consumer: BaseConsumer<SinkContext> = config.create_with_context(context)?;
     consumer.subscribe(&[&kcfg.topic])?;
-    let dlq = TradeProducer::new(kcfg, Metrics::new(crate::kafka::producer::COUNTERS))?
-        .stopping_on(&shutdown);
+    // Made on the first dead letter: an idle producer's polling thread still costs CPU.
+    let dlq = DeadLetters {
+        kafka: kcfg.clone(),
+        shutdown: shutdown.clone(),
+        producer: None,
+    };
     let (done_tx, done_rx) = channel();
     let mut sink = Sink {
         cfg: Arc::new(scfg.clone()),
@@ -255,13 +259,31 @@ struct Sink {
     rt: Handle,
     metrics: Arc<Metrics>,
     parts: BTreeMap<i32, PartitionState>,
-    dlq: TradeProducer,
+    dlq: DeadLetters,
     inflight: Arc<InFlight>,
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
     generations: u64,
     /// Partitions whose pending batch can start writing (reused buffer).
     ready: Vec<i32>,
+}
+
+/// The dead-letter producer, made when the first record needs it.
+struct DeadLetters {
+    kafka: KafkaConfig,
+    shutdown: Shutdown,
+    producer: Option<TradeProducer>,
+}
+
+impl DeadLetters {
+    fn producer(&mut self) -> crate::kafka::Result<&TradeProducer> {
+        if self.producer.is_none() {
+            let metrics = Metrics::new(crate::kafka::producer::COUNTERS);
+            self.producer =
+                Some(TradeProducer::new(&self.kafka, metrics)?.stopping_on(&self.shutdown));
+        }
+        Ok(self.producer.as_ref().expect("just made"))
+    }
 }
 
 /// A finished write, handed back to the polling thread.
@@ -347,7 +369,9 @@ impl Sink {
         }
         self.update_gauges(consumer, Instant::now());
         let _ = consumer.commit_consumer_state(CommitMode::Sync);
-        let _ = self.dlq.flush(Duration::from_secs(5));
+        if let Some(dlq) = &self.dlq.producer {
+            let _ = dlq.flush(Duration::from_secs(5));
+        }
     }
 
     fn apply_rebalances(&mut self, consumer: &BaseConsumer<SinkContext>) {
@@ -398,8 +422,14 @@ impl Sink {
                 self.metrics.incr("dlq");
                 let raw = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
                 let stage = format!("sink partition {p} offset {offset}");
-                self.rt
-                    .block_on(self.dlq.send_dead_letter(reason.as_str(), &raw, &stage));
+                match self.dlq.producer() {
+                    Ok(dlq) => {
+                        self.rt
+                            .block_on(dlq.send_dead_letter(reason.as_str(), &raw, &stage))
+                    }
+                    // Not silently: the record is still consumed (and its offset written past).
+                    Err(e) => log::error!("sink: no dead-letter producer ({e}); {stage} dropped"),
+                }
                 None
             }
         };
@@ -612,7 +642,10 @@ fn objects_of<'a>(
         rest = later;
         let mut by_day: BTreeMap<Day, Vec<&Line>> = BTreeMap::new();
         for l in mine {
-            by_day.entry(l.day).or_default().push(l);
+            by_day
+                .entry(l.day)
+                .or_insert_with(|| Vec::with_capacity(mine.len()))
+                .push(l);
         }
         for (day, lines) in by_day {
             let key = format!(
@@ -670,17 +703,27 @@ async fn write_batch(
             Claimed::Theirs(theirs) => return Ok(Written::Split(theirs)),
         }
     }
-    let bodies: Vec<(String, Vec<u8>)> = objects
-        .into_iter()
-        .map(|(key, lines)| (key, encode::jsonl(&lines, cfg.gzip)))
-        .collect();
-    let count = bodies.len();
-    let bytes = bodies.iter().map(|(_, b)| b.len()).sum();
-    stream::iter(bodies)
-        .map(|(key, body)| async move { store.put(&key, body, false).await })
-        .buffer_unordered(PUTS_IN_FLIGHT)
-        .try_collect::<Vec<_>>()
-        .await?;
+    // A body is encoded when its PUT starts: a run holds at most PUTS_IN_FLIGHT bodies at once.
+    let count = objects.len();
+    let mut waiting = objects.into_iter();
+    let mut running = FuturesUnordered::new();
+    let mut bytes = 0;
+    loop {
+        while running.len() < PUTS_IN_FLIGHT {
+            let Some((key, lines)) = waiting.next() else {
+                break;
+            };
+            let body = encode::jsonl(&lines, cfg.gzip);
+            bytes += body.len();
+            running.push(async move { store.put(&key, body, false).await });
+        }
+        match running.next().await {
+            Some(put) => {
+                put?;
+            }
+            None => break,
+        }
+    }
     Ok(Written::Done {
         objects: count,
         bytes,

@@ -102,11 +102,12 @@ pub fn encode(
     if body != "{" {
         line.push(b',');
     }
-    write!(
-        line,
-        "\"kafka_partition\":{partition},\"kafka_offset\":{offset}}}"
-    )
-    .ok();
+    let mut digits = itoa::Buffer::new();
+    line.extend_from_slice(b"\"kafka_partition\":");
+    line.extend_from_slice(digits.format(partition).as_bytes());
+    line.extend_from_slice(b",\"kafka_offset\":");
+    line.extend_from_slice(digits.format(offset).as_bytes());
+    line.push(b'}');
     Ok(Line {
         offset,
         day: Day::from_millis(ts),

@@ -156,9 +156,10 @@ impl PartitionState {
         let opened_at = self.opened_at.unwrap_or_else(Instant::now);
         let adopted = self.adopt.take();
         let cut = adopted.as_ref().map_or(self.end, |c| c.end);
-        let (lines, rest): (Vec<Line>, Vec<Line>) = std::mem::take(&mut self.lines)
-            .into_iter()
-            .partition(|l| l.offset <= cut);
+        // Lines are in offset order: the batch is a prefix. The next batch is sized like this one.
+        let mut lines = std::mem::take(&mut self.lines);
+        let rest = lines.split_off(lines.partition_point(|l| l.offset <= cut));
+        let capacity = lines.len();
         let start = adopted.as_ref().map_or(start, |c| c.start);
         let batch = Batch {
             start,
@@ -183,6 +184,8 @@ impl PartitionState {
             self.lines = rest;
             self.opened_at = Some(Instant::now());
         }
+        self.lines
+            .reserve(capacity.saturating_sub(self.lines.len()));
         Some(batch)
     }
 
@@ -195,6 +198,15 @@ impl PartitionState {
             return Some(run);
         }
         let mut bytes: usize = run.lines.iter().map(|l| l.text.len() + 1).sum();
+        let fresh = |b: &Batch| b.adopted.is_none() && !b.attempted;
+        let queued: usize = self
+            .pending
+            .iter()
+            .take_while(|b| fresh(b))
+            .take(max_batches)
+            .map(|b| b.lines.len())
+            .sum();
+        run.lines.reserve(queued);
         while run.cuts.len() < max_batches {
             let Some(next) = self.pending.front() else {
                 break;

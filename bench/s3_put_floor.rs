@@ -1,6 +1,7 @@
 //! The S3 server's own floor for the sink benchmark: `N` objects of `R` JSONL records each (the
 //! sink's record shape), SSE-S3, `C` PUTs in flight, through the same client the sink uses.
-//! Prints one JSON line: objects, records, active_s.
+//! Prints one JSON line: objects, records, active_s, and the busy window on CLOCK_MONOTONIC
+//! (Python's `time.perf_counter()` clock), so the bench can read the server's CPU within it.
 //!
 //! usage: s3_put_floor ENDPOINT BUCKET PREFIX OBJECTS RECORDS_PER_OBJECT IN_FLIGHT
 //! (credentials and region from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION)
@@ -55,6 +56,7 @@ async fn main() {
     // FLOOR_CREATE_NEW=1: conditional PUTs (If-None-Match: *), as the sink's claims.
     let create_new = std::env::var("FLOOR_CREATE_NEW").is_ok_and(|v| v == "1");
     let next = Arc::new(AtomicUsize::new(0));
+    let first = monotonic_s();
     let started = Instant::now();
     let workers: Vec<_> = (0..in_flight.max(1))
         .map(|_| {
@@ -86,9 +88,21 @@ async fn main() {
         }
     }
     let active = started.elapsed().as_secs_f64();
+    let last = monotonic_s();
     println!(
-        r#"{{"objects": {objects}, "records": {}, "bulk_records": {}, "active_s": {active}}}"#,
+        r#"{{"objects": {objects}, "records": {}, "bulk_records": {}, "active_s": {active}, "window": [{first}, {last}]}}"#,
         objects * per_object,
         objects * per_object
     );
+}
+
+/// Seconds on CLOCK_MONOTONIC.
+fn monotonic_s() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid out-parameter for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }

@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -524,7 +525,7 @@ def bench_end_to_end(state: dict[str, Any], rate: float, seconds: float, work: P
             time.sleep(0.5)
     finally:
         for proc in procs[::-1]:
-            proc.send_signal(2)
+            proc.send_signal(signal.SIGTERM)  # as Ctrl-C (SIGINT may be ignored in a background job)
         for proc in procs:
             try:
                 proc.wait(60)
@@ -574,7 +575,7 @@ def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
             time.sleep(min(5.0, max(0.0, seconds - t)))
     finally:
         for proc in procs.values():
-            proc.send_signal(2)
+            proc.send_signal(signal.SIGTERM)  # as Ctrl-C (SIGINT may be ignored in a background job)
         for proc in procs.values():
             try:
                 proc.wait(60)

@@ -20,6 +20,9 @@ cfg.s3.endpoint_url = endpoint
 cfg.sink.output = f"s3://{bucket}/{prefix}"
 cfg.sink.batch_size, cfg.sink.batch_seconds = batch_size, batch_s
 cfg.sink.status_interval = 0.05
+# The stop below is a self-sent SIGINT: make sure it raises KeyboardInterrupt even when this
+# process was started with SIGINT ignored (a background job of a non-interactive shell).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 seen = {"first": 0.0, "bulk": 0.0, "bulk_records": 0, "stopped": False}
 
 

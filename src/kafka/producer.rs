@@ -8,7 +8,9 @@ use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{ClientContext, Message};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -99,6 +101,13 @@ impl TradeProducer {
             stop: None,
             stop_deadline: OnceLock::new(),
         })
+    }
+
+    /// Fails as [`TradeProducer::new`] would with `cfg`, without keeping a producer (or its
+    /// polling thread): for a producer made later, when first needed.
+    pub fn check(cfg: &KafkaConfig) -> Result<()> {
+        let _: BaseProducer = client_config(cfg, Role::Producer)?.create()?;
+        Ok(())
     }
 
     /// Once `stop` fires, a record waiting for room in a full queue gives up after

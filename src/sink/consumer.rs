@@ -227,7 +227,9 @@ pub fn run_sink(
     }
     let consumer: BaseConsumer<SinkContext> = config.create_with_context(context)?;
     consumer.subscribe(&[&kcfg.topic])?;
-    // Made on the first dead letter: an idle producer's polling thread still costs CPU.
+    // Made on the first dead letter (an idle producer's polling thread still costs CPU); its
+    // settings are checked now, so a bad one stops the sink here rather than at that record.
+    TradeProducer::check(kcfg)?;
     let dlq = DeadLetters {
         kafka: kcfg.clone(),
         shutdown: shutdown.clone(),
@@ -427,7 +429,7 @@ impl Sink {
                         self.rt
                             .block_on(dlq.send_dead_letter(reason.as_str(), &raw, &stage))
                     }
-                    // Not silently: the record is still consumed (and its offset written past).
+                    // Its settings passed the check at start: only a resource failure gets here.
                     Err(e) => log::error!("sink: no dead-letter producer ({e}); {stage} dropped"),
                 }
                 None

@@ -31,6 +31,18 @@ pub struct Batch {
     pub attempted: bool,
 }
 
+impl Batch {
+    /// Not honouring a claim and never attempted: its extent may still grow into a run.
+    pub fn is_fresh(&self) -> bool {
+        self.adopted.is_none() && !self.attempted
+    }
+}
+
+/// Bytes the lines take in an object (each with its newline).
+fn lines_bytes(lines: &[Line]) -> usize {
+    lines.iter().map(|l| l.text.len() + 1).sum()
+}
+
 #[derive(Debug)]
 pub struct PartitionState {
     pub partition: i32,
@@ -180,7 +192,7 @@ impl PartitionState {
             self.start = Some(cut + 1);
             self.end = old_end;
             self.records = (old_end - cut) as usize;
-            self.bytes = rest.iter().map(|l| l.text.len() + 1).sum();
+            self.bytes = lines_bytes(&rest);
             self.lines = rest;
             self.opened_at = Some(Instant::now());
         }
@@ -194,30 +206,24 @@ impl PartitionState {
     /// (A batch honouring a claim, or one whose write failed, goes alone: its extent is fixed.)
     pub fn next_write(&mut self, max_batches: usize, max_bytes: usize) -> Option<Batch> {
         let mut run = self.pending.pop_front()?;
-        if run.adopted.is_some() || run.attempted {
+        if !run.is_fresh() {
             return Some(run);
         }
-        let mut bytes: usize = run.lines.iter().map(|l| l.text.len() + 1).sum();
-        let fresh = |b: &Batch| b.adopted.is_none() && !b.attempted;
-        let queued: usize = self
-            .pending
-            .iter()
-            .take_while(|b| fresh(b))
-            .take(max_batches)
-            .map(|b| b.lines.len())
-            .sum();
-        run.lines.reserve(queued);
-        while run.cuts.len() < max_batches {
-            let Some(next) = self.pending.front() else {
-                break;
-            };
-            let more: usize = next.lines.iter().map(|l| l.text.len() + 1).sum();
-            if next.adopted.is_some() || next.attempted || bytes + more > max_bytes {
+        // Which batches join (a fresh batch is one cut), then move their lines in once.
+        let mut bytes = lines_bytes(&run.lines);
+        let (mut joining, mut records) = (0, 0);
+        for next in self.pending.iter().take(max_batches.saturating_sub(1)) {
+            let more = lines_bytes(&next.lines);
+            if !next.is_fresh() || bytes + more > max_bytes {
                 break;
             }
-            let next = self.pending.pop_front().expect("front exists");
-            debug_assert_eq!(next.start, run.end + 1);
             bytes += more;
+            records += next.lines.len();
+            joining += 1;
+        }
+        run.lines.reserve(records);
+        for next in self.pending.drain(..joining) {
+            debug_assert_eq!(next.start, run.end + 1);
             run.end = next.end;
             run.cuts.extend(next.cuts);
             run.lines.extend(next.lines);
@@ -239,7 +245,7 @@ impl PartitionState {
         self.end = end;
         self.records = records;
         lines.extend(later);
-        self.bytes = lines.iter().map(|l| l.text.len() + 1).sum();
+        self.bytes = lines_bytes(&lines);
         self.lines = lines;
         self.opened_at = Some(batch.opened_at);
         self.adopt = Some(claim);
@@ -263,7 +269,7 @@ impl PartitionState {
         }
         self.start = Some(start);
         self.records = (self.end - start + 1) as usize;
-        self.bytes = lines.iter().map(|l| l.text.len() + 1).sum();
+        self.bytes = lines_bytes(&lines);
         self.lines = lines;
         self.opened_at = Some(opened_at);
     }

@@ -107,6 +107,12 @@ def test_a_password_inside_a_warehouse_uri_is_redacted() -> None:
     assert bad.returncode == 2 and CANARY not in bad.stderr
 
 
+def test_errors_are_scrubbed_of_secrets_but_not_mangled_by_a_tiny_one() -> None:
+    cfg = load_config(env={"FINNHUB_API_KEY": CANARY, "STOCKPIPE_KAFKA_SASL_PASSWORD": "k"}, use_default_file=False)
+    scrubbed = cfg.scrub(f"kafka: cannot connect with key {CANARY}")
+    assert scrubbed == "kafka: cannot connect with key ***"
+
+
 def test_repr_of_config_is_redacted() -> None:
     cfg = load_config(env={"FINNHUB_API_KEY": CANARY}, use_default_file=False)
     assert CANARY not in repr(cfg)

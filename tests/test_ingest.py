@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -358,3 +359,30 @@ def test_an_oversized_frame_is_refused_from_its_header(stack: Stack) -> None:
     assert "oversized frame refused" in done.stderr, done.stderr[-2000:]
     assert server.connections >= 3, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+SLOW_LOGGING = """
+import logging, sys, threading, time
+from stockpipe.cli import main
+
+class Slow(logging.Handler):
+    def emit(self, record):
+        if threading.current_thread() is not threading.main_thread():
+            print("slow:", record.getMessage()[:80], file=sys.stderr, flush=True)
+            time.sleep(2)  # a librdkafka thread in Python logging when the producer is dropped
+
+logging.getLogger().addHandler(Slow())
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_failed_start_ends_even_while_librdkafka_threads_are_logging() -> None:
+    """librdkafka's threads log through Python: dropping the producer must not wait for them holding the GIL."""
+    done = subprocess.run(
+        [sys.executable, "-c", SLOW_LOGGING, "produce", "--api-key", "k", "--bootstrap-servers", "127.0.0.1:1",
+         "--ws-url", "ws://127.0.0.1:9/", "--duration", "3"],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "slow:" in done.stderr  # the threads did log while the stage failed
+    assert "cannot reach 127.0.0.1:1" in done.stderr

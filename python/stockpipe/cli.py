@@ -191,17 +191,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "stockpipe") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", 0))
-    secrets: list[str] = []
+    cfg: Config | None = None
     try:
         cfg = load_config(args.config, flags=_flags(args)) if hasattr(args, "config") else load_config()
-        secrets = cfg.secrets()
         _sigterm_as_interrupt()
         code: int = args.handler(args, cfg)
         return code
     except StockpipeError as exc:
-        message = str(exc)
-        for s in secrets:
-            message = message.replace(s, "***")
+        message = cfg.scrub(str(exc)) if cfg is not None else str(exc)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:

@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 REDACTED = "***"
+# Shorter values are not scrubbed from free text: replacing every "k" would mangle the message
+# and reveal the value anyway (the Rust side applies the same rule).
+MIN_SCRUBBED_LEN = 4
 
 
 def _opt(default: Any, help: str, *, secret: bool = False, flag: str | None = None) -> Any:
@@ -314,6 +317,13 @@ class Config:
                 elif isinstance(value, str) and (password := _uri_password(value)):
                     found.append(password)
         return found
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret of at least ``MIN_SCRUBBED_LEN`` characters replaced by ``***``."""
+        for secret in sorted(self.secrets(), key=len, reverse=True):
+            if len(secret) >= MIN_SCRUBBED_LEN:
+                text = text.replace(secret, REDACTED)
+        return text
 
     def __repr__(self) -> str:
         return f"Config({self.redacted()!r})"

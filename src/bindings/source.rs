@@ -15,6 +15,15 @@ use pyo3::types::{PyDict, PyList};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Drops a stage's producer with the GIL released and returns the records it still held.
+/// Dropping joins librdkafka's threads, and those log through Python's `logging` (taking the
+/// GIL): dropped while holding the GIL, a thread logging at that moment deadlocks the process.
+fn release(py: Python<'_>, producer: Arc<TradeProducer>) -> i32 {
+    let unacked = producer.in_flight();
+    py.detach(move || drop(producer));
+    unacked
+}
+
 /// Checks the Finnhub settings that can be checked without connecting.
 #[pyfunction]
 pub fn validate_finnhub(finnhub_json: &str) -> PyResult<()> {
@@ -45,7 +54,8 @@ pub fn run_producer<'py>(
     let metrics = Metrics::new(&names);
     let shutdown = Shutdown::new();
     stop_after(&shutdown, duration_s);
-    let producer = Arc::new(TradeProducer::new(&kcfg, metrics.clone())?.stopping_on(&shutdown));
+    let producer = py.detach(|| TradeProducer::new(&kcfg, metrics.clone()))?;
+    let producer = Arc::new(producer.stopping_on(&shutdown));
     let fut = {
         let (producer, metrics, shutdown) = (producer.clone(), metrics.clone(), shutdown.clone());
         async move {
@@ -65,8 +75,10 @@ pub fn run_producer<'py>(
             Ok::<(), source::Error>(())
         }
     };
-    let stats = run_stage(py, fut, &shutdown, &metrics, status, status_every_s)?;
-    stats.set_item("unacked", producer.in_flight())?;
+    let stats = run_stage(py, fut, &shutdown, &metrics, status, status_every_s);
+    let unacked = release(py, producer);
+    let stats = stats?;
+    stats.set_item("unacked", unacked)?;
     Ok(stats)
 }
 
@@ -91,8 +103,9 @@ pub fn run_quotes<'py>(
     let metrics = Metrics::new(&names);
     let shutdown = Shutdown::new();
     stop_after(&shutdown, duration_s);
+    let producer = py.detach(|| TradeProducer::new(&kcfg, metrics.clone()))?;
     let producer = Arc::new(
-        TradeProducer::new(&kcfg, metrics.clone())?
+        producer
             .with_topic(&kcfg.quotes_topic)
             .stopping_on(&shutdown),
     );
@@ -109,8 +122,10 @@ pub fn run_quotes<'py>(
             result
         }
     };
-    let stats = run_stage(py, fut, &shutdown, &metrics, status, status_every_s)?;
-    stats.set_item("unacked", producer.in_flight())?;
+    let stats = run_stage(py, fut, &shutdown, &metrics, status, status_every_s);
+    let unacked = release(py, producer);
+    let stats = stats?;
+    stats.set_item("unacked", unacked)?;
     Ok(stats)
 }
 

@@ -51,6 +51,8 @@ class Run:
     server_cores: float | None = None
     # The contender's own CPU over the same window, in cores.
     cores: float | None = None
+    # The Kafka brokers' CPU over the same window, in cores (when watched).
+    broker_cores: float | None = None
 
 
 def tree_cpu_rss(proc: psutil.Process) -> tuple[float, float]:
@@ -66,10 +68,17 @@ def tree_cpu_rss(proc: psutil.Process) -> tuple[float, float]:
 
 
 def measure(
-    cmd: list[str], *, env: dict[str, str] | None = None, watch: list[int] | None = None, timeout: float = 900
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    watch: list[int] | None = None,
+    brokers: list[int] | None = None,
+    timeout: float = 900,
 ) -> Run:
-    """Runs ``cmd``, sampling its CPU and RSS (children included) every 50 ms; parses its last stdout line as JSON."""
+    """Runs ``cmd``, sampling its CPU and RSS (children included) every 50 ms; parses its last stdout line as JSON.
+    ``watch`` (the S3 server) and ``brokers`` are sampled too, for their CPU in the contender's busy window."""
     watched = [psutil.Process(p) for p in (watch or []) if psutil.pid_exists(p)]
+    kafka = [psutil.Process(p) for p in (brokers or []) if psutil.pid_exists(p)]
     server_before = sum(tree_cpu_rss(p)[0] for p in watched)
     import resource
 
@@ -81,6 +90,7 @@ def measure(
     stop = threading.Event()
     server_series: list[tuple[float, float]] = []
     own_series: list[tuple[float, float]] = []
+    broker_series: list[tuple[float, float]] = []
 
     def sample() -> None:
         while not stop.is_set():
@@ -94,6 +104,8 @@ def measure(
                 now = time.perf_counter()
                 server_series.append((now, sum(tree_cpu_rss(p)[0] for p in watched)))
                 own_series.append((now, peak[1]))
+            if kafka:
+                broker_series.append((time.perf_counter(), sum(tree_cpu_rss(p)[0] for p in kafka)))
             stop.wait(0.05)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -122,6 +134,7 @@ def measure(
         server,
         cores_within(server_series, window),
         cores_within(own_series, window),
+        cores_within(broker_series, window),
     )
 
 
@@ -339,6 +352,7 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
     fill_topic(bootstrap, topic, n)
     fill_topic(bootstrap, big_topic, big_n)
     minio = [p["pid"] for p in state.get("processes", []) if p.get("name") == "s3"]
+    brokers = [p["pid"] for p in state.get("processes", []) if p.get("name", "").startswith("kafka-")]
     env = aws_env(state)
     contenders = [
         ("stockpipe (Rust sink), 100 / 10 s", "rust_sink.py", 100, topic, n),
@@ -365,7 +379,7 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
                 "10",
             ]
             cmd.append(str(3 * batch))  # the tail: at most one partial batch per partition waits for the timer
-            rows[name].runs.append(measure(cmd, env=env, watch=minio))
+            rows[name].runs.append(measure(cmd, env=env, watch=minio, brokers=brokers))
             print(f"  {name}: {rows[name].runs[-1].out}", file=sys.stderr)
     # The S3 server's ceiling for objects of each size: the sink's client with nothing else to do
     # (no Kafka, no encoding). Named with the policy it bounds, so its ratio is to that sink row.
@@ -551,9 +565,20 @@ def bench_end_to_end(state: dict[str, Any], rate: float, seconds: float, work: P
 # ---------------------------------------------------------------- memory over a long run
 
 
+def fitted_drift(samples: list[tuple[float, float]], after: float) -> float:
+    """Percent rise of the least-squares line through the (time, RSS) samples taken from ``after`` on,
+    from its value at the first of them to its value at the last."""
+    ts, rs = zip(*[(t, r) for t, r in samples if t >= after], strict=True)
+    if len(ts) < 3:
+        return float("nan")
+    slope, intercept = statistics.linear_regression(ts, rs)
+    start = intercept + slope * ts[0]
+    return slope * (ts[-1] - ts[0]) / start * 100
+
+
 def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
     """The producer (simulator → Kafka, unpaced) and the sink (Kafka → S3, default 100 / 10 s)
-    run together for ``seconds`` at full rate, as their CLIs; their RSS is sampled every 5 s."""
+    run together for ``seconds`` at full rate, as their CLIs; their RSS is sampled every second."""
     bootstrap = state["bootstrap_servers"]
     topic = f"bench-soak-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic)
@@ -572,7 +597,7 @@ def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
                 if proc.poll() is not None:
                     raise RuntimeError(f"soak: the {name} exited early; see {logs[name]}")
                 samples[name].append((t, psutil.Process(proc.pid).memory_info().rss / 2**20))
-            time.sleep(min(5.0, max(0.0, seconds - t)))
+            time.sleep(min(1.0, max(0.0, seconds - t)))
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)  # as Ctrl-C (SIGINT may be ignored in a background job)
@@ -591,8 +616,9 @@ def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
     c.close()
     rates = {"producer": in_kafka / seconds, "sink": committed / seconds}
     lines = [
-        "| process | records/s | RSS MB at 1 min | warm (20–30%) | half time (45–55%) | end (last 10%) | peak | drift (end vs warm) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| process | records/s | RSS MB at 1 min | warm (20–30%) | half time (45–55%) | end (last 10%) | peak |"
+        " end vs warm (medians) | drift (fitted, 20% → end) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, ss in samples.items():
 
@@ -603,14 +629,15 @@ def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
 
         # Warm-up: buffers fill to their caps (the sink's max_buffered_records and librdkafka's
         # prefetch queue) while it falls behind the producer; drift is what grows after that.
-        # RSS swings by tens of MB with the queues' fill level from one 5 s sample to the next,
-        # so each point is the median of a tenth of the run, not one sample.
+        # RSS swings by tens of MB with the queues' fill level from one sample to the next, so each
+        # point is the median of a tenth of the run, not one sample; the drift is a least-squares line
+        # through every sample after the warm-up: its rise over that span, against its start.
         one = over(min(0.2, 45.0 / seconds), min(0.3, 75.0 / seconds))
         warm, half, end = over(0.2, 0.3), over(0.45, 0.55), over(0.9, 1.01)
         what = "stockpipe.producer (simulator → Kafka)" if name == "producer" else "stockpipe.consumer (Kafka → S3)"
         lines.append(
             f"| {what} | {fmt(rates[name])} | {fmt(one)} | {fmt(warm)} | {fmt(half)} | {fmt(end)} | "
-            f"{fmt(max(r for _, r in ss))} | {(end - warm) / warm * 100:+.1f}% |"
+            f"{fmt(max(r for _, r in ss))} | {(end - warm) / warm * 100:+.1f}% | {fitted_drift(ss, 0.2 * seconds):+.1f}% |"
         )
         print(f"  soak {name}: {[round(r) for _, r in ss]}", file=sys.stderr)
     return lines
@@ -814,10 +841,12 @@ def main() -> int:
                 "",
             ]
             lines = table(rows, "records", "records", rate_key="bulk_records")
-            lines[0] += " objects | S3 server CPU-s | cores in the busy window: S3 server / contender |"
+            lines[0] += " objects | S3 server CPU-s | cores in the busy window: S3 server / broker / contender |"
             lines[1] += "---:|---:|---:|"
             for i, r in enumerate(rows):
-                cores = f"{fmt(r.med(lambda x: x.server_cores), 2)} / {fmt(r.med(lambda x: x.cores), 2)}"
+                cores = " / ".join(
+                    fmt(r.med(lambda x, k=k: getattr(x, k)), 2) for k in ("server_cores", "broker_cores", "cores")
+                )
                 lines[i + 2] += (
                     f" {fmt(r.med(lambda x: x.out.get('objects')))} | {fmt(r.med(lambda x: x.server_cpu_s), 1)} |"
                     f" {cores} |"
@@ -838,7 +867,7 @@ def main() -> int:
             lines = bench_soak(state, soak_s, work)
             sections += [
                 f"### Memory over {f'{soak_s / 60:.0f} minutes' if soak_s >= 120 else f'{soak_s:.0f} s'} at full rate"
-                " (producer and sink together, RSS every 5 s)",
+                " (producer and sink together, RSS every second)",
                 "",
                 *lines,
                 "",

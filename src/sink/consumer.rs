@@ -216,10 +216,14 @@ pub fn run_sink(
     // Prefetch up to 64 MB, and fetch again as soon as the loop has taken records off the queue:
     // librdkafka's default postpones the next fetch by a second once a partition's queue passed
     // `queued.min.messages`, which starves a loop that drains 100k records in a fraction of that.
+    // A fetch for partitions at the end of their log waits at the broker for new records, and a
+    // partition resumed meanwhile (after `max_buffered_records`) is fetched only once it returns:
+    // with librdkafka's 500 ms, catching up stalled that long at every resume.
     for (key, value) in [
         ("queued.max.messages.kbytes", "65536"),
         ("queued.min.messages", "1000000"),
         ("fetch.queue.backoff.ms", "20"),
+        ("fetch.wait.max.ms", "100"),
     ] {
         if !kcfg.librdkafka.contains_key(key) {
             config.set(key, value);

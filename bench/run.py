@@ -100,12 +100,12 @@ def measure(
                 peak[1] = max(peak[1], cpu)
             except psutil.Error:
                 pass
+            now = time.perf_counter()
             if watched:
-                now = time.perf_counter()
                 server_series.append((now, sum(tree_cpu_rss(p)[0] for p in watched)))
                 own_series.append((now, peak[1]))
             if kafka:
-                broker_series.append((time.perf_counter(), sum(tree_cpu_rss(p)[0] for p in kafka)))
+                broker_series.append((now, sum(tree_cpu_rss(p)[0] for p in kafka)))
             stop.wait(0.05)
 
     th = threading.Thread(target=sample, daemon=True)

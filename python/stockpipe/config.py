@@ -46,7 +46,7 @@ __all__ = [
 
 REDACTED = "***"
 # Shorter values are not scrubbed from free text: replacing every "k" would mangle the message
-# and reveal the value anyway (the Rust side applies the same rule).
+# and reveal the value anyway.
 MIN_SCRUBBED_LEN = 4
 
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 /// Drops a stage's producer with the GIL released and returns the records it still held.
 /// Dropping joins librdkafka's threads, and those log through Python's `logging` (taking the
 /// GIL): dropped while holding the GIL, a thread logging at that moment deadlocks the process.
+/// (Producers are made with the GIL released too: a failed creation tears its threads down.)
 fn release(py: Python<'_>, producer: Arc<TradeProducer>) -> i32 {
     let unacked = producer.in_flight();
     py.detach(move || drop(producer));

@@ -405,6 +405,22 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
             row.runs.append(measure(cmd, env=env, watch=minio))
             print(f"  {name}: {row.runs[-1].out}", file=sys.stderr)
         refs.append(row)
+    # The sink's own ceiling at large batches: the same run with the local-files store on a RAM disk
+    # (when there is one) instead of the S3 server, so nothing else competes for the cores.
+    name = f"reference: the Rust sink alone (local files instead of S3), {big_batch:,} / 10 s"
+    row = Row("Kafka → S3 JSONL", name)
+    scratch = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    for _ in range(rounds):
+        out = Path(tempfile.mkdtemp(prefix="stockpipe-bench-sink-", dir=scratch))
+        try:
+            group, prefix = f"g-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}"
+            cmd = [PY, str(HERE / "contenders" / "rust_sink.py"), bootstrap, big_topic, group, out.as_uri(), bucket]
+            cmd += [prefix, str(big_n), str(big_batch), "10", str(3 * big_batch)]
+            row.runs.append(measure(cmd, env=env, watch=minio, brokers=brokers))
+            print(f"  {name}: {row.runs[-1].out}", file=sys.stderr)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    refs.append(row)
     return [*rows.values(), *refs]
 
 

@@ -1,6 +1,7 @@
 """stockpipe's Rust sink through its Python API; stops (gracefully) once N records are written.
 
 usage: rust_sink.py BOOTSTRAP TOPIC GROUP ENDPOINT BUCKET PREFIX N BATCH SECONDS TAIL
+(ENDPOINT file:///dir writes local files under dir instead of S3)
 """
 
 import json
@@ -17,7 +18,8 @@ n, batch_size, batch_s, tail = int(sys.argv[7]), int(sys.argv[8]), float(sys.arg
 cfg = stockpipe.load_config(use_default_file=False)  # AWS_* from the environment
 cfg.kafka.bootstrap_servers, cfg.kafka.topic, cfg.kafka.group_id = bootstrap, topic, group
 cfg.s3.endpoint_url = endpoint
-cfg.sink.output = f"s3://{bucket}/{prefix}"
+# ENDPOINT file:///dir: the local-files store instead of S3 (the sink's own ceiling, no S3 server).
+cfg.sink.output = f"{endpoint}/{prefix}" if endpoint.startswith("file://") else f"s3://{bucket}/{prefix}"
 cfg.sink.batch_size, cfg.sink.batch_seconds = batch_size, batch_s
 cfg.sink.status_interval = 0.05
 # The stop below is a self-sent SIGINT: make sure it raises KeyboardInterrupt even when this

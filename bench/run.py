@@ -362,23 +362,17 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
         (f"confluent-kafka + boto3, {big_batch:,} / 10 s", "confluent_sink.py", big_batch, big_topic, big_n),
     ]
     rows = {c[0]: Row("Kafka → S3 JSONL", c[0]) for c in contenders}
+
+    def sink_cmd(script: str, source: str, target: str, records: int, batch: int) -> list[str]:
+        """A sink contender's command line (``target``: the S3 endpoint, or a ``file://`` directory)."""
+        group, prefix = f"g-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}"
+        cmd = [PY, str(HERE / "contenders" / script), bootstrap, source, group, target, bucket, prefix]
+        # The tail: at most one partial batch per partition waits for the timer.
+        return [*cmd, str(records), str(batch), "10", str(3 * batch)]
+
     for _ in range(rounds):
         for name, script, batch, source, records in contenders:
-            group, prefix = f"g-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}"
-            cmd = [
-                PY,
-                str(HERE / "contenders" / script),
-                bootstrap,
-                source,
-                group,
-                endpoint,
-                bucket,
-                prefix,
-                str(records),
-                str(batch),
-                "10",
-            ]
-            cmd.append(str(3 * batch))  # the tail: at most one partial batch per partition waits for the timer
+            cmd = sink_cmd(script, source, endpoint, records, batch)
             rows[name].runs.append(measure(cmd, env=env, watch=minio, brokers=brokers))
             print(f"  {name}: {rows[name].runs[-1].out}", file=sys.stderr)
     # The S3 server's ceiling for objects of each size: the sink's client with nothing else to do
@@ -413,9 +407,7 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
     for _ in range(rounds):
         out = Path(tempfile.mkdtemp(prefix="stockpipe-bench-sink-", dir=scratch))
         try:
-            group, prefix = f"g-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}"
-            cmd = [PY, str(HERE / "contenders" / "rust_sink.py"), bootstrap, big_topic, group, out.as_uri(), bucket]
-            cmd += [prefix, str(big_n), str(big_batch), "10", str(3 * big_batch)]
+            cmd = sink_cmd("rust_sink.py", big_topic, out.as_uri(), big_n, big_batch)
             row.runs.append(measure(cmd, env=env, watch=minio, brokers=brokers))
             print(f"  {name}: {row.runs[-1].out}", file=sys.stderr)
         finally:

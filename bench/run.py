@@ -377,7 +377,7 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
             print(f"  {name}: {rows[name].runs[-1].out}", file=sys.stderr)
     # The S3 server's ceiling for objects of each size: the sink's client with nothing else to do
     # (no Kafka, no encoding). Named with the policy it bounds, so its ratio is to that sink row.
-    floor = s3_floor_binary()
+    floor = example_binary("s3_put_floor")
     refs = []
     for records, per_object in ((n, 100), (big_n, big_batch)):
         name = (
@@ -413,16 +413,28 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
         finally:
             shutil.rmtree(out, ignore_errors=True)
     refs.append(row)
+    # Below the sink: librdkafka reading the same records with the sink's settings, each value copied
+    # into a buffer of lines and nothing else (no validation, no lineage, no storage) — the part of
+    # the sink's cost any sink built on librdkafka pays.
+    name = f"reference: librdkafka reading alone (each value copied, nothing else), {big_batch:,} / 10 s"
+    row = Row("Kafka → S3 JSONL", name)
+    reader = example_binary("kafka_read_floor")
+    for _ in range(rounds):
+        cmd = [str(reader), bootstrap, big_topic, f"g-{uuid.uuid4().hex[:8]}", str(big_n)]
+        row.runs.append(measure(cmd, env=env, watch=minio, brokers=brokers))
+        print(f"  {name}: {row.runs[-1].out}", file=sys.stderr)
+    refs.append(row)
     return [*rows.values(), *refs]
 
 
 FLOOR_IN_FLIGHT = 16
 
 
-def s3_floor_binary() -> Path:
-    """Builds ``bench/s3_put_floor.rs`` (a cargo example over stockpipe's own S3 client)."""
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "s3_put_floor"], cwd=ROOT, check=True)
-    return ROOT / "target/release/examples/s3_put_floor"
+def example_binary(name: str) -> Path:
+    """Builds ``bench/NAME.rs`` (a cargo example over stockpipe's own clients)."""
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", name], cwd=ROOT, check=True)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return target / "release/examples" / name
 
 
 # ---------------------------------------------------------------- the pipeline's own commands

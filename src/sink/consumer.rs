@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Message};
+use rdkafka::{ClientConfig, ClientContext, Message};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -184,6 +184,29 @@ impl SinkContext {
     }
 }
 
+/// The sink's consumer settings: the typed ones ([`client_config`]) and its prefetch, which a
+/// user's `[kafka] librdkafka` setting of the same key overrides.
+pub fn consumer_config(kcfg: &KafkaConfig) -> Result<ClientConfig> {
+    let mut config = client_config(kcfg, Role::Consumer).map_err(crate::kafka::Error::from)?;
+    // Prefetch up to 64 MB, and fetch again as soon as the loop has taken records off the queue:
+    // librdkafka's default postpones the next fetch by a second once a partition's queue passed
+    // `queued.min.messages`, which starves a loop that drains 100k records in a fraction of that.
+    // A fetch for partitions at the end of their log waits at the broker for new records, and a
+    // partition resumed meanwhile (after `max_buffered_records`) is fetched only once it returns:
+    // with librdkafka's 500 ms, catching up stalled that long at every resume.
+    for (key, value) in [
+        ("queued.max.messages.kbytes", "65536"),
+        ("queued.min.messages", "1000000"),
+        ("fetch.queue.backoff.ms", "20"),
+        ("fetch.wait.max.ms", "100"),
+    ] {
+        if !kcfg.librdkafka.contains_key(key) {
+            config.set(key, value);
+        }
+    }
+    Ok(config)
+}
+
 /// Consumes `kafka.topic` and writes JSONL objects until `shutdown`, then flushes what it holds.
 /// Blocking: call it from a thread of its own; `rt` runs the storage calls.
 pub fn run_sink(
@@ -212,24 +235,8 @@ pub fn run_sink(
         shutdown: shutdown.clone(),
         inflight: inflight.clone(),
     };
-    let mut config = client_config(kcfg, Role::Consumer).map_err(crate::kafka::Error::from)?;
-    // Prefetch up to 64 MB, and fetch again as soon as the loop has taken records off the queue:
-    // librdkafka's default postpones the next fetch by a second once a partition's queue passed
-    // `queued.min.messages`, which starves a loop that drains 100k records in a fraction of that.
-    // A fetch for partitions at the end of their log waits at the broker for new records, and a
-    // partition resumed meanwhile (after `max_buffered_records`) is fetched only once it returns:
-    // with librdkafka's 500 ms, catching up stalled that long at every resume.
-    for (key, value) in [
-        ("queued.max.messages.kbytes", "65536"),
-        ("queued.min.messages", "1000000"),
-        ("fetch.queue.backoff.ms", "20"),
-        ("fetch.wait.max.ms", "100"),
-    ] {
-        if !kcfg.librdkafka.contains_key(key) {
-            config.set(key, value);
-        }
-    }
-    let consumer: BaseConsumer<SinkContext> = config.create_with_context(context)?;
+    let consumer: BaseConsumer<SinkContext> =
+        consumer_config(kcfg)?.create_with_context(context)?;
     consumer.subscribe(&[&kcfg.topic])?;
     // Made on the first dead letter (an idle producer's polling thread still costs CPU); its
     // settings are checked now, so a bad one stops the sink here rather than at that record.

@@ -9,7 +9,7 @@ mod consumer;
 pub mod encode;
 pub mod partition;
 
-pub use consumer::run_sink;
+pub use consumer::{consumer_config, run_sink};
 
 /// Counter names the sink maintains.
 pub const COUNTERS: &[&str] = &[

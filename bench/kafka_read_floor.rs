@@ -11,6 +11,10 @@ use rdkafka::Message;
 use std::time::{Duration, Instant};
 use stockpipe::config::KafkaConfig;
 
+#[path = "clock.rs"]
+mod clock;
+use clock::monotonic_s;
+
 /// Lines held before the buffer is reused (the sink's large-batch policy).
 const BATCH: usize = 10_000;
 
@@ -76,15 +80,4 @@ fn main() {
     println!(
         r#"{{"records": {records}, "bulk_records": {records}, "bytes": {bytes}, "active_s": {active}, "window": [{first}, {last}]}}"#
     );
-}
-
-/// Seconds on CLOCK_MONOTONIC.
-fn monotonic_s() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid out-parameter for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }

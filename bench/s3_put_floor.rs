@@ -12,6 +12,10 @@ use std::time::Instant;
 use stockpipe::config::S3Config;
 use stockpipe::store::{Encryption, Store};
 
+#[path = "clock.rs"]
+mod clock;
+use clock::monotonic_s;
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -94,15 +98,4 @@ async fn main() {
         objects * per_object,
         objects * per_object
     );
-}
-
-/// Seconds on CLOCK_MONOTONIC.
-fn monotonic_s() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid out-parameter for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }

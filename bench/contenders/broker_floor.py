@@ -1,5 +1,6 @@
-"""The broker's own floor: confluent-kafka producing at a steady rate, no WebSocket, no parsing.
-Latency is produce() → acknowledgement. usage: broker_floor.py BOOTSTRAP TOPIC RATE SECONDS"""
+"""The broker's own floor: confluent-kafka producing at a steady rate, no WebSocket, no parsing,
+keyed by the same symbols in turn (so the same partitions). Latency is produce() → acknowledgement.
+usage: broker_floor.py BOOTSTRAP TOPIC RATE SECONDS SYMBOLS"""
 
 import json
 import os
@@ -9,9 +10,10 @@ import time
 from confluent_kafka import Producer
 
 bootstrap, topic, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+keys = [s.encode() for s in sys.argv[5].split(",")]
 p = Producer({
     "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-    "linger.ms": int(os.environ.get("BENCH_LINGER_MS", "5")), "compression.type": "lz4",
+    "linger.ms": int(os.environ.get("BENCH_LINGER_MS", "2")), "compression.type": "lz4",
 })  # fmt: skip
 lat: list[float] = []
 value = b'{"symbol":"AAPL","price":129.575,"volume":1,"trade_ts":1672348887785,"conditions":["1"],"source":"finnhub"}'
@@ -27,7 +29,10 @@ for i in range(n):
     t0 = time.perf_counter()
     first = first or t0
     p.produce(
-        topic, key=b"AAPL", value=value, on_delivery=lambda e, m, t0=t0: e or lat.append(time.perf_counter() - t0)
+        topic,
+        key=keys[i % len(keys)],
+        value=value,
+        on_delivery=lambda e, m, t0=t0: e or lat.append(time.perf_counter() - t0),
     )
 p.flush(30)
 last = time.perf_counter()

@@ -100,7 +100,7 @@ class KafkaSettings:
     sasl_username: str | None = _opt(None, "SASL user")
     sasl_password: str | None = _opt(None, "SASL password", secret=True)
     compression: str = _opt("lz4", "none, gzip, snappy, lz4 or zstd")
-    linger_ms: int = _opt(5, "producer linger, milliseconds")
+    linger_ms: int = _opt(2, "producer linger, milliseconds (latency against batching)")
     batch_size_bytes: int = _opt(1_000_000, "producer batch size, bytes")
     idempotence: bool = _opt(True, "idempotent producer (keep on)")
     librdkafka: dict[str, str] = _opt({}, "raw librdkafka properties, KEY=VALUE,KEY=VALUE")

@@ -106,7 +106,7 @@ pub(crate) fn test_config(bootstrap: &str) -> KafkaConfig {
         sasl_username: None,
         sasl_password: None,
         compression: "lz4".into(),
-        linger_ms: 5,
+        linger_ms: 2,
         batch_size_bytes: 1_000_000,
         idempotence: true,
         librdkafka: Default::default(),

@@ -291,7 +291,7 @@ def bench_ws_to_kafka(state: dict[str, Any], n: int, rounds: int) -> list[Row]:
 
 def bench_latency_at_rate(state: dict[str, Any], rate: float, seconds: float, rounds: int) -> list[Row]:
     """frame → ack latency at a steady rate (the target: p99 ≤ 10 ms at 10k trades/s), contenders
-    alternating over ``rounds`` (one window's p99 swings with a single GC pause of the broker)."""
+    alternating over ``rounds`` (one 20 s window's p99 moves by 10–20 ms with a single stall)."""
     bootstrap = state["bootstrap_servers"]
     n = int(rate * seconds)
     contenders = [
@@ -301,8 +301,8 @@ def bench_latency_at_rate(state: dict[str, Any], rate: float, seconds: float, ro
         ("reference: the broker alone (confluent-kafka paced produce → ack, no WebSocket)", "broker_floor.py"),
     ]
     rows = {name: Row(f"latency at {rate:,.0f} trades/s", name) for name, _ in contenders}
-    # Not measured: a few seconds at the same rate first, so no contender's window holds the
-    # broker's first compilation of the paths a paced load takes (p99s of 20–60 ms, once).
+    # Not measured: a few seconds at the same rate first, so no contender's window holds a fresh
+    # broker's first seconds of paced load (p99s of 20–60 ms had shown there, once).
     topic = f"bench-lat-warm-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic)
     warm = [PY, str(HERE / "contenders/broker_floor.py"), bootstrap, topic, str(rate), "5", SYMBOLS]

@@ -301,20 +301,21 @@ def bench_latency_at_rate(state: dict[str, Any], rate: float, seconds: float, ro
         ("reference: the broker alone (confluent-kafka paced produce → ack, no WebSocket)", "broker_floor.py"),
     ]
     rows = {name: Row(f"latency at {rate:,.0f} trades/s", name) for name, _ in contenders}
+
+    def floor(topic: str, secs: float) -> list[str]:
+        return [PY, str(HERE / "contenders/broker_floor.py"), bootstrap, topic, str(rate), str(secs), SYMBOLS]
+
     # Not measured: a few seconds at the same rate first, so no contender's window holds a fresh
     # broker's first seconds of paced load (p99s of 20–60 ms had shown there, once).
     topic = f"bench-lat-warm-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic)
-    warm = [PY, str(HERE / "contenders/broker_floor.py"), bootstrap, topic, str(rate), "5", SYMBOLS]
-    subprocess.run(warm, check=True, capture_output=True)
+    subprocess.run(floor(topic, 5), check=True, capture_output=True)
     for _ in range(rounds):
         for i, (name, script) in enumerate(contenders):
             topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
             ensure_topic(bootstrap, topic)
             if script == "broker_floor.py":
-                run = measure(
-                    [PY, str(HERE / "contenders" / script), bootstrap, topic, str(rate), str(seconds), SYMBOLS]
-                )
+                run = measure(floor(topic, seconds))
             else:
                 sim = Simulator(17300 + i, rate=rate, trades=n)  # one connection: its rate is the total
                 try:

@@ -1,6 +1,6 @@
 """The broker's own floor: confluent-kafka producing at a steady rate, no WebSocket, no parsing,
 keyed by the same symbols in turn (so the same partitions). Latency is produce() → acknowledgement.
-usage: broker_floor.py BOOTSTRAP TOPIC RATE SECONDS SYMBOLS"""
+usage: broker_floor.py BOOTSTRAP TOPIC RATE SECONDS SYMBOLS (linger: BENCH_LINGER_MS, set by bench/run.py)"""
 
 import json
 import os
@@ -13,7 +13,7 @@ bootstrap, topic, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), 
 keys = [s.encode() for s in sys.argv[5].split(",")]
 p = Producer({
     "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-    "linger.ms": int(os.environ.get("BENCH_LINGER_MS", "2")), "compression.type": "lz4",
+    "linger.ms": int(os.environ["BENCH_LINGER_MS"]), "compression.type": "lz4",
 })  # fmt: skip
 lat: list[float] = []
 value = b'{"symbol":"AAPL","price":129.575,"volume":1,"trade_ts":1672348887785,"conditions":["1"],"source":"finnhub"}'

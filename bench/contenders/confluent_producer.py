@@ -1,6 +1,6 @@
 """A tuned Python equivalent: websockets (asyncio) + confluent-kafka, idempotent, acks=all, keyed.
 
-usage: confluent_producer.py WS_URL BOOTSTRAP TOPIC N SYMBOLS
+usage: confluent_producer.py WS_URL BOOTSTRAP TOPIC N SYMBOLS (linger: BENCH_LINGER_MS, set by bench/run.py)
 """
 
 import asyncio
@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 url, bootstrap, topic, n, symbols = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(",")
 producer = Producer({
-    "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": int(os.environ.get("BENCH_LINGER_MS", "2")),
+    "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": int(os.environ["BENCH_LINGER_MS"]),
     "batch.size": 1_000_000, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
 })  # fmt: skip
 state = {"received": 0, "acked": 0, "first": 0.0, "last_ack": 0.0}

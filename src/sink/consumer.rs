@@ -5,6 +5,7 @@
 
 use super::claims::{self, Claim, Claimed, Resume};
 use super::encode::{self, Day, Line};
+use super::fetch::{Fetch, Record, Route};
 use super::partition::{Batch, PartitionState};
 use super::Result;
 use crate::config::{KafkaConfig, S3Config, SinkConfig};
@@ -81,6 +82,8 @@ struct SinkContext {
     events: Mutex<Vec<Event>>,
     shutdown: Shutdown,
     inflight: Arc<InFlight>,
+    /// Where assigned partitions' records go (the loop's [`Fetch`]).
+    route: Route,
 }
 
 impl ClientContext for SinkContext {}
@@ -117,6 +120,7 @@ impl ConsumerContext for SinkContext {
                             ""
                         }
                     );
+                    self.route.forward(consumer, &self.topic, p);
                     self.push(Event::Assigned(p, resume));
                 }
                 if let Err(e) = consumer.assign(tpl) {
@@ -234,9 +238,12 @@ pub fn run_sink(
         events: Mutex::new(Vec::new()),
         shutdown: shutdown.clone(),
         inflight: inflight.clone(),
+        route: Route::default(),
     };
     let consumer: BaseConsumer<SinkContext> =
         consumer_config(kcfg)?.create_with_context(context)?;
+    // Before the first assignment, so every assigned partition's records come through it.
+    let mut fetch = Fetch::new(&consumer, &consumer.context().route);
     consumer.subscribe(&[&kcfg.topic])?;
     // Made on the first dead letter (an idle producer's polling thread still costs CPU); its
     // settings are checked now, so a bad one stops the sink here rather than at that record.
@@ -261,7 +268,7 @@ pub fn run_sink(
         generations: 0,
         ready: Vec::new(),
     };
-    sink.run(&consumer, &shutdown);
+    sink.run(&consumer, &mut fetch, &shutdown);
     Ok(())
 }
 
@@ -308,10 +315,13 @@ struct Done {
 }
 
 impl Sink {
-    fn run(&mut self, consumer: &BaseConsumer<SinkContext>, shutdown: &Shutdown) {
-        let size = self.cfg.batch_size;
-        let bytes = self.cfg.batch_bytes;
-        let age = Duration::from_secs_f64(self.cfg.batch_seconds);
+    fn run(
+        &mut self,
+        consumer: &BaseConsumer<SinkContext>,
+        fetch: &mut Fetch<'_>,
+        shutdown: &Shutdown,
+    ) {
+        let (size, bytes, age) = self.policy();
         let mut last_gauges = Instant::now() - Duration::from_secs(10);
         let mut drain_deadline: Option<Instant> = None;
         loop {
@@ -320,27 +330,50 @@ impl Sink {
                 log::info!("sink: stopping; writing what is buffered");
                 drain_deadline = Some(Instant::now() + Duration::from_secs(30));
             }
-            let mut polled = consumer.poll(Duration::ZERO);
-            if polled.is_none() {
+            // Rebalances (applied before any record of a new partition is taken), errors and
+            // commit results; the records themselves come through `fetch`.
+            let polled = consumer.poll(Duration::ZERO);
+            self.apply_rebalances(consumer);
+            let mut taken = if draining {
+                0
+            } else {
+                fetch.take(Duration::ZERO)
+            };
+            if taken == 0 && polled.is_none() {
                 // Nothing to read: wait for whichever comes first that has work for us. With a
                 // write in flight that is its completion (the next one of the partition starts
-                // right away), otherwise the next record.
+                // right away), otherwise the next record (briefly: a rebalance waits meanwhile).
                 if self.parts.values().any(|s| s.inflight.is_some()) {
                     if let Ok(done) = self.done_rx.recv_timeout(Duration::from_millis(20)) {
                         self.finish(consumer, done);
                     }
                 } else if !draining {
-                    polled = consumer.poll(Duration::from_millis(100));
+                    taken = fetch.take(Duration::from_millis(20));
                 }
             }
-            self.apply_rebalances(consumer);
-            if !draining {
-                match polled {
-                    Some(Ok(m)) => self.accept(consumer, &m),
-                    Some(Err(e)) => {
-                        self.metrics.incr("kafka_errors");
-                        log::warn!("sink: consumer error: {e}");
+            if taken > 0 {
+                let now = Instant::now();
+                for r in fetch.records() {
+                    match &r.error {
+                        None => self.accept(consumer, &r, now),
+                        Some(e) => self.kafka_error(e),
                     }
+                }
+            }
+            if !draining {
+                // A partition not routed through `fetch` (none is expected) still gets read.
+                match polled {
+                    Some(Ok(m)) => {
+                        let r = Record {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            payload: m.payload(),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            error: None,
+                        };
+                        self.accept(consumer, &r, Instant::now());
+                    }
+                    Some(Err(e)) => self.kafka_error(&e.to_string()),
                     None => {}
                 }
             }
@@ -419,21 +452,34 @@ impl Sink {
         self.metrics.set("partitions", self.parts.len() as u64);
     }
 
-    fn accept(
-        &mut self,
-        consumer: &BaseConsumer<SinkContext>,
-        m: &rdkafka::message::BorrowedMessage<'_>,
-    ) {
-        let p = m.partition();
+    /// The batch policy: records, bytes, age.
+    fn policy(&self) -> (usize, usize, Duration) {
+        (
+            self.cfg.batch_size,
+            self.cfg.batch_bytes,
+            Duration::from_secs_f64(self.cfg.batch_seconds),
+        )
+    }
+
+    fn kafka_error(&self, e: &str) {
+        self.metrics.incr("kafka_errors");
+        log::warn!("sink: consumer error: {e}");
+    }
+
+    /// Buffers one record; a batch that reaches its count, size or adopted claim closes here, at
+    /// that record (`now`: when the burst it came in was taken).
+    fn accept(&mut self, consumer: &BaseConsumer<SinkContext>, r: &Record<'_>, now: Instant) {
+        let (size, bytes, age) = self.policy();
+        let p = r.partition;
         let Some(st) = self.parts.get_mut(&p) else {
             return;
         };
-        let offset = m.offset();
-        let line = match encode::encode(m.payload(), p, offset, m.timestamp().to_millis()) {
+        let offset = r.offset;
+        let line = match encode::encode(r.payload, p, offset, r.timestamp_ms) {
             Ok(l) => Some(l),
             Err(reason) => {
                 self.metrics.incr("dlq");
-                let raw = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                let raw = String::from_utf8_lossy(r.payload.unwrap_or_default()).into_owned();
                 let stage = format!("sink partition {p} offset {offset}");
                 match self.dlq.producer() {
                     Ok(dlq) => {
@@ -450,6 +496,12 @@ impl Sink {
             self.metrics.incr("records_in");
         } else {
             self.metrics.incr("redelivered");
+        }
+        if let Some(why) = st.should_close(size, bytes, age, false, now) {
+            log::debug!("sink: partition {p} batch closes ({why:?})");
+            if let Some(batch) = st.take() {
+                st.pending.push_back(batch);
+            }
         }
         if st.buffered() > self.cfg.max_buffered_records && !st.paused {
             self.pause(consumer, p, true);

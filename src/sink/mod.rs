@@ -7,6 +7,7 @@
 pub mod claims;
 mod consumer;
 pub mod encode;
+mod fetch;
 pub mod partition;
 
 pub use consumer::{consumer_config, run_sink};

@@ -423,9 +423,10 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
             finally:
                 shutil.rmtree(out, ignore_errors=True)
         refs.append(row)
-    # Below the sink: librdkafka reading the same records with the sink's settings, each value copied
-    # into a buffer of lines and nothing else (no validation, no lineage, no storage) — the part of
-    # the sink's cost any sink built on librdkafka pays.
+    # Below the sink: librdkafka reading the same records with the sink's settings and hand-over
+    # (bursts from one application queue), each value copied into a buffer of lines and nothing
+    # else (no validation, no lineage, no storage) — the part of the sink's cost any sink built on
+    # librdkafka pays.
     name = f"reference: librdkafka reading alone (each value copied, nothing else), {big_batch:,} / 10 s"
     row = Row("Kafka → S3 JSONL", name)
     reader = example_binary("kafka_read_floor")

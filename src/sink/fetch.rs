@@ -17,12 +17,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Messages taken per call.
-pub(super) const BURST: usize = 1024;
+pub const BURST: usize = 1024;
 
 /// The application queue, as the rebalance callback sees it: a pointer it may forward partitions
 /// to while the [`Fetch`] that owns the queue lives.
 #[derive(Default)]
-pub(super) struct Route(Mutex<Option<QueuePtr>>);
+pub struct Route(Mutex<Option<QueuePtr>>);
 
 #[derive(Clone, Copy)]
 struct QueuePtr(NonNull<rd::rd_kafka_queue_t>);
@@ -33,7 +33,7 @@ unsafe impl Send for QueuePtr {}
 
 impl Route {
     /// Sends `partition`'s records to the application queue. Call before assigning it.
-    pub(super) fn forward<C: ConsumerContext>(
+    pub fn forward<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         topic: &str,
@@ -58,15 +58,15 @@ impl Route {
     }
 }
 
-/// Owns the application queue; drop it before the consumer.
-pub(super) struct Fetch<'r> {
+/// Owns the application queue of one consumer.
+pub struct Fetch<'r> {
     queue: QueuePtr,
     route: &'r Route,
     taken: Vec<*mut rd::rd_kafka_message_t>,
 }
 
 /// One record handed over, borrowed from librdkafka until the next [`Fetch::take`].
-pub(super) struct Record<'a> {
+pub struct Record<'a> {
     pub partition: i32,
     pub offset: i64,
     pub payload: Option<&'a [u8]>,
@@ -76,10 +76,11 @@ pub(super) struct Record<'a> {
 }
 
 impl<'r> Fetch<'r> {
-    pub(super) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, route: &'r Route) -> Self {
-        // SAFETY: the client is alive; the queue is destroyed in `drop`, which the caller runs
-        // before the client is destroyed (the borrow of `route`, kept in the consumer's context,
-        // ties this to the consumer's scope).
+    /// The application queue of `consumer`, made the destination of `route`. Borrowing the
+    /// consumer keeps it alive (and its client undestroyed) while this lives.
+    pub fn new<C: ConsumerContext>(consumer: &'r BaseConsumer<C>, route: &'r Route) -> Self {
+        // SAFETY: the client is alive while `consumer` is borrowed; the queue is destroyed in
+        // `drop`, within that borrow.
         let raw = unsafe { rd::rd_kafka_queue_new(consumer.client().native_ptr()) };
         let queue = QueuePtr(NonNull::new(raw).expect("rd_kafka_queue_new returns a queue"));
         *route.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(queue);
@@ -92,7 +93,7 @@ impl<'r> Fetch<'r> {
 
     /// Releases the records of the last call and takes up to [`BURST`] more: what is queued, or,
     /// with nothing queued, the first to arrive within `wait`.
-    pub(super) fn take(&mut self, wait: Duration) -> usize {
+    pub fn take(&mut self, wait: Duration) -> usize {
         self.release();
         let buf = self.taken.spare_capacity_mut();
         // SAFETY: the queue is alive; librdkafka writes at most `buf.len()` message pointers.
@@ -137,7 +138,7 @@ impl<'r> Fetch<'r> {
     }
 
     /// The records of the last [`take`](Self::take), in queue order.
-    pub(super) fn records(&self) -> impl Iterator<Item = Record<'_>> {
+    pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
         self.taken.iter().map(|&m| {
             // SAFETY: each pointer is a message librdkafka handed over and we have not destroyed.
             let m = unsafe { &*m };

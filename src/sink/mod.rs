@@ -2,12 +2,13 @@
 //!
 //! Each step is a small piece: [`encode`] turns a record into a JSONL line and finds its day,
 //! [`partition`] batches per Kafka partition, [`claims`] makes a batch's extent durable before
-//! its objects are written, [`run_sink`] composes them around one consumer.
+//! its objects are written, [`run_sink`] composes them around one consumer, whose records
+//! [`fetch`] hands over in bursts.
 
 pub mod claims;
 mod consumer;
 pub mod encode;
-mod fetch;
+pub mod fetch;
 pub mod partition;
 
 pub use consumer::{consumer_config, run_sink};

@@ -6,7 +6,7 @@
 use super::claims::{self, Claim, Claimed, Resume};
 use super::encode::{self, Day, Line};
 use super::fetch::{Fetch, Record, Route};
-use super::partition::{Batch, PartitionState};
+use super::partition::{Batch, PartitionState, Policy};
 use super::Result;
 use crate::config::{KafkaConfig, S3Config, SinkConfig};
 use crate::kafka::config::{client_config, Role};
@@ -255,6 +255,11 @@ pub fn run_sink(
     };
     let (done_tx, done_rx) = channel();
     let mut sink = Sink {
+        policy: Policy {
+            records: scfg.batch_size,
+            bytes: scfg.batch_bytes,
+            age: Duration::from_secs_f64(scfg.batch_seconds),
+        },
         cfg: Arc::new(scfg.clone()),
         topic: Arc::from(kcfg.topic.as_str()),
         store,
@@ -273,6 +278,7 @@ pub fn run_sink(
 }
 
 struct Sink {
+    policy: Policy,
     cfg: Arc<SinkConfig>,
     topic: Arc<str>,
     store: Store,
@@ -321,7 +327,6 @@ impl Sink {
         fetch: &mut Fetch<'_>,
         shutdown: &Shutdown,
     ) {
-        let (size, bytes, age) = self.policy();
         let mut last_gauges = Instant::now() - Duration::from_secs(10);
         let mut drain_deadline: Option<Instant> = None;
         loop {
@@ -383,7 +388,7 @@ impl Sink {
             let now = Instant::now();
             let mut ready = std::mem::take(&mut self.ready);
             for (p, st) in self.parts.iter_mut() {
-                if let Some(why) = st.should_close(size, bytes, age, draining, now) {
+                if let Some(why) = st.should_close(&self.policy, draining, now) {
                     log::debug!("sink: partition {p} batch closes ({why:?})");
                     if let Some(batch) = st.take() {
                         st.pending.push_back(batch);
@@ -406,7 +411,7 @@ impl Sink {
                 let idle = self.parts.values().all(|s| {
                     s.inflight.is_none()
                         && s.pending.is_empty()
-                        && s.should_close(size, bytes, age, true, now).is_none()
+                        && s.should_close(&self.policy, true, now).is_none()
                 });
                 if idle || drain_deadline.is_some_and(|d| now >= d) {
                     break;
@@ -452,15 +457,6 @@ impl Sink {
         self.metrics.set("partitions", self.parts.len() as u64);
     }
 
-    /// The batch policy: records, bytes, age.
-    fn policy(&self) -> (usize, usize, Duration) {
-        (
-            self.cfg.batch_size,
-            self.cfg.batch_bytes,
-            Duration::from_secs_f64(self.cfg.batch_seconds),
-        )
-    }
-
     fn kafka_error(&self, e: &str) {
         self.metrics.incr("kafka_errors");
         log::warn!("sink: consumer error: {e}");
@@ -469,7 +465,6 @@ impl Sink {
     /// Buffers one record; a batch that reaches its count, size or adopted claim closes here, at
     /// that record (`now`: when the burst it came in was taken).
     fn accept(&mut self, consumer: &BaseConsumer<SinkContext>, r: &Record<'_>, now: Instant) {
-        let (size, bytes, age) = self.policy();
         let p = r.partition;
         let Some(st) = self.parts.get_mut(&p) else {
             return;
@@ -497,7 +492,7 @@ impl Sink {
         } else {
             self.metrics.incr("redelivered");
         }
-        if let Some(why) = st.should_close(size, bytes, age, false, now) {
+        if let Some(why) = st.should_close(&self.policy, false, now) {
             log::debug!("sink: partition {p} batch closes ({why:?})");
             if let Some(batch) = st.take() {
                 st.pending.push_back(batch);

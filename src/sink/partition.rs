@@ -16,6 +16,14 @@ pub enum Close {
     Drain,
 }
 
+/// When an open batch closes: at this many records, this many bytes of lines, or this age.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub records: usize,
+    pub bytes: usize,
+    pub age: Duration,
+}
+
 /// A closed batch: every offset in `start..=end` was consumed; `lines` are those that encode.
 /// A batch written with others under one claim is a run of batches: `cuts` are their extents
 /// (one object per cut and trade day).
@@ -135,24 +143,20 @@ impl PartitionState {
     }
 
     /// Whether the open batch should close now, and why.
-    pub fn should_close(
-        &self,
-        size: usize,
-        bytes: usize,
-        age: Duration,
-        draining: bool,
-        now: Instant,
-    ) -> Option<Close> {
+    pub fn should_close(&self, policy: &Policy, draining: bool, now: Instant) -> Option<Close> {
         let start = self.start?;
         if let Some(claim) = &self.adopt {
             // An adopted claim closes only at its own end, never earlier.
             return (start <= claim.start && self.end >= claim.end).then_some(Close::Claim);
         }
-        if self.records >= size {
+        if self.records >= policy.records {
             Some(Close::Count)
-        } else if self.bytes >= bytes {
+        } else if self.bytes >= policy.bytes {
             Some(Close::Bytes)
-        } else if self.opened_at.is_some_and(|t| now.duration_since(t) >= age) {
+        } else if self
+            .opened_at
+            .is_some_and(|t| now.duration_since(t) >= policy.age)
+        {
             Some(Close::Age)
         } else if draining {
             Some(Close::Drain)
@@ -284,6 +288,14 @@ mod tests {
         encode(Some(br#"{"trade_ts":1700000000000}"#), 0, offset, None).ok()
     }
 
+    fn policy(records: usize, bytes: usize, age: Duration) -> Policy {
+        Policy {
+            records,
+            bytes,
+            age,
+        }
+    }
+
     fn claim(start: i64, end: i64) -> Claim {
         Claim {
             topic: "t".into(),
@@ -351,13 +363,13 @@ mod tests {
         }
         let now = Instant::now();
         assert_eq!(
-            p.should_close(3, 1 << 20, Duration::from_secs(10), false, now),
+            p.should_close(&policy(3, 1 << 20, Duration::from_secs(10)), false, now),
             Some(Close::Count)
         );
         let b = p.take().unwrap();
         assert_eq!((b.start, b.end, b.lines.len()), (10, 12, 3));
         assert!(p
-            .should_close(3, 1 << 20, Duration::from_secs(10), true, now)
+            .should_close(&policy(3, 1 << 20, Duration::from_secs(10)), true, now)
             .is_none());
     }
 
@@ -367,7 +379,7 @@ mod tests {
         p.push(0, line(0));
         let later = Instant::now() + Duration::from_secs(11);
         assert_eq!(
-            p.should_close(100, 1 << 20, Duration::from_secs(10), false, later),
+            p.should_close(&policy(100, 1 << 20, Duration::from_secs(10)), false, later),
             Some(Close::Age)
         );
     }
@@ -380,14 +392,18 @@ mod tests {
         }
         let far = Instant::now() + Duration::from_secs(100);
         assert_eq!(
-            p.should_close(2, 1, Duration::ZERO, true, far),
+            p.should_close(&policy(2, 1, Duration::ZERO), true, far),
             None,
             "claim not complete yet"
         );
         p.push(9, line(9));
         p.push(10, line(10));
         assert_eq!(
-            p.should_close(100, 1 << 20, Duration::from_secs(10), false, Instant::now()),
+            p.should_close(
+                &policy(100, 1 << 20, Duration::from_secs(10)),
+                false,
+                Instant::now()
+            ),
             Some(Close::Claim)
         );
         let b = p.take().unwrap();
@@ -414,7 +430,7 @@ mod tests {
         assert!(p.pending.is_empty());
         let now = Instant::now();
         assert_eq!(
-            p.should_close(100, 1 << 20, Duration::from_secs(10), false, now),
+            p.should_close(&policy(100, 1 << 20, Duration::from_secs(10)), false, now),
             Some(Close::Claim)
         );
         let b = p.take().unwrap();
@@ -434,7 +450,7 @@ mod tests {
         p.unread(b, claim(0, 5));
         p.push(4, line(4));
         assert_eq!(
-            p.should_close(1, 1, Duration::ZERO, true, Instant::now()),
+            p.should_close(&policy(1, 1, Duration::ZERO), true, Instant::now()),
             None
         );
         p.push(5, line(5));

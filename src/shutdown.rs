@@ -41,6 +41,15 @@ impl Shutdown {
         }
     }
 
+    /// Runs `fut` until it completes (`Some`) or the stop comes first (`None`): for the waits
+    /// before a stage starts (reaching the brokers, the store), so a stop is not held up by them.
+    pub async fn or<F: std::future::Future>(&self, fut: F) -> Option<F::Output> {
+        tokio::select! {
+            out = fut => Some(out),
+            () = self.wait() => None,
+        }
+    }
+
     /// Triggers on SIGINT or SIGTERM (used by the standalone binaries and the CLIs).
     pub fn trigger_on_signals(&self) {
         let this = self.clone();

@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -99,3 +100,46 @@ def test_user_mistakes_end_in_one_line(args: list[str], needle: str, tmp_path: o
     lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("usage:")]
     assert len(lines) == 1, done.stderr
     assert needle in lines[0]
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (connections to it are refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["topics"], ["sink", "--output", "file://{tmp}/lake"], ["produce", "--ws-url", "ws://127.0.0.1:9"]],
+    ids=["topics", "sink", "produce"],
+)
+def test_a_stop_is_not_held_up_by_brokers_that_do_not_answer(args: list[str], tmp_path: object) -> None:
+    # Each command first waits up to 15-30 s for the brokers (topics to create); SIGTERM, like
+    # Ctrl-C, ends that wait at once, and the user is told why nothing happened.
+    port = _closed_port()
+    env = dict(
+        os.environ,
+        STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}",
+        FINNHUB_API_KEY="test",
+        STOCKPIPE_DEV_HOME=str(tmp_path),
+    )
+    env.pop("STOCKPIPE_CONFIG", None)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stockpipe", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    time.sleep(3)
+    assert proc.poll() is None, "still waiting for the brokers when stopped"
+    proc.terminate()
+    stopped = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - stopped < 5, err
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert f"error: kafka: cannot reach 127.0.0.1:{port}: stopped before they answered (" in last, err
+    assert "Connection refused" in last, err
+

@@ -191,6 +191,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "stockpipe") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", 0))
+    try:
+        return _run(args, prog)
+    except KeyboardInterrupt:  # also one arriving while an error is reported
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+
+
+def _run(args: argparse.Namespace, prog: str) -> int:
     cfg: Config | None = None
     try:
         cfg = load_config(args.config, flags=_flags(args)) if hasattr(args, "config") else load_config()
@@ -201,12 +212,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "stockpipe") -> int:
         message = cfg.scrub(str(exc)) if cfg is not None else str(exc)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head` and the like
-        sys.stderr.close()
-        return 0
 
 
 def cmd_config_show(args: argparse.Namespace, cfg: Config) -> int:

@@ -61,10 +61,11 @@ pub fn run_producer<'py>(
         let (producer, metrics, shutdown) = (producer.clone(), metrics.clone(), shutdown.clone());
         async move {
             let topics = vec![(kcfg.topic.clone(), 3), (kcfg.dlq_topic.clone(), 1)];
-            ensure(&kcfg, &topics, Duration::from_secs(15)).await?;
+            ensure(&kcfg, &topics, Duration::from_secs(15), &shutdown).await?;
             let warm = producer.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || warm.warm_up(Duration::from_secs(10))).await;
+            let warm_up =
+                tokio::task::spawn_blocking(move || warm.warm_up(Duration::from_secs(10)));
+            let _ = shutdown.or(warm_up).await;
             let result =
                 source::run_ingest(&fcfg, producer.clone(), metrics, shutdown, max_trades).await;
             let flush = Duration::from_secs_f64(flush_timeout_s);
@@ -114,7 +115,7 @@ pub fn run_quotes<'py>(
         let (producer, metrics, shutdown) = (producer.clone(), metrics.clone(), shutdown.clone());
         async move {
             let topics = vec![(kcfg.quotes_topic.clone(), 3), (kcfg.dlq_topic.clone(), 1)];
-            ensure(&kcfg, &topics, Duration::from_secs(15)).await?;
+            ensure(&kcfg, &topics, Duration::from_secs(15), &shutdown).await?;
             let result =
                 source::quotes::run_quotes(&fcfg, producer.clone(), metrics, shutdown, max_quotes)
                     .await;
@@ -171,7 +172,19 @@ pub fn ensure_topics<'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
     let timeout = Duration::from_secs_f64(timeout_s);
-    let states = py.detach(|| rt().block_on(ensure(&kcfg, &topics, timeout)))?;
+    // Ctrl-C (or SIGTERM through the CLI) ends the wait for brokers that do not answer.
+    let shutdown = Shutdown::new();
+    let fut = {
+        let shutdown = shutdown.clone();
+        async move { ensure(&kcfg, &topics, timeout, &shutdown).await }
+    };
+    let progress = Progress {
+        callback: None,
+        every: Duration::MAX,
+        metrics: Vec::new(),
+    };
+    let (states, _) = wait_for(py, fut, &shutdown, &progress)?;
+    let states = states?;
     let out = PyList::empty(py);
     for s in states {
         let d = PyDict::new(py);

@@ -4,13 +4,29 @@
 use super::config::{client_config, Role};
 use super::{Error, Result};
 use crate::config::KafkaConfig;
+use crate::shutdown::Shutdown;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn connect(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>> {
     Ok(client_config(cfg, Role::Admin)?.create()?)
+}
+
+/// librdkafka's blocking metadata request, on a blocking thread: the caller's task stays free to
+/// be dropped (a stop while the brokers do not answer).
+async fn fetch_metadata(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> KafkaResult<Metadata> {
+    let (admin, topic) = (admin.clone(), topic.map(str::to_owned));
+    tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(topic.as_deref(), timeout))
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
 }
 
 /// The last connection-level reason librdkafka queued (a refused TLS handshake, a failed SASL
@@ -64,7 +80,7 @@ fn last_broker_error(admin: &AdminClient<DefaultClientContext>) -> Option<String
 fn unreachable(
     cfg: &KafkaConfig,
     admin: &AdminClient<DefaultClientContext>,
-    e: KafkaError,
+    e: impl std::fmt::Display,
 ) -> Error {
     let mut why = last_broker_error(admin)
         .map(|w| format!(" ({w})"))
@@ -85,19 +101,20 @@ pub struct TopicState {
 }
 
 /// Creates each `(name, partitions)` topic that does not exist yet. Existing topics are left as
-/// they are and reported with their real layout.
+/// they are and reported with their real layout. A `stop` while the brokers have not answered
+/// yet ends the wait with the "cannot reach" error, and librdkafka's reason so far.
 pub async fn ensure_topics(
     cfg: &KafkaConfig,
     topics: &[(String, usize)],
     timeout: Duration,
+    stop: &Shutdown,
 ) -> Result<Vec<TopicState>> {
-    let admin = connect(cfg)?;
-    let brokers = admin
-        .inner()
-        .fetch_metadata(None, timeout)
-        .map_err(|e| unreachable(cfg, &admin, e))?
-        .brokers()
-        .len();
+    let admin = Arc::new(connect(cfg)?);
+    let md = match stop.or(fetch_metadata(&admin, None, timeout)).await {
+        Some(md) => md.map_err(|e| unreachable(cfg, &admin, e))?,
+        None => return Err(unreachable(cfg, &admin, "stopped before they answered")),
+    };
+    let brokers = md.brokers().len();
     let rf = brokers.clamp(1, 2) as i32;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
@@ -124,7 +141,7 @@ pub async fn ensure_topics(
     let mut states = Vec::new();
     for (name, _) in topics {
         loop {
-            let md = admin.inner().fetch_metadata(Some(name), timeout)?;
+            let md = fetch_metadata(&admin, Some(name), timeout).await?;
             let topic = md.topics().iter().find(|t| t.name() == name);
             let ready = topic.filter(|t| {
                 !t.partitions().is_empty() && t.partitions().iter().all(|p| p.leader() >= 0)

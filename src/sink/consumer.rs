@@ -222,12 +222,17 @@ pub fn run_sink(
     rt: Handle,
 ) -> Result<()> {
     let encryption = Encryption::from_config(&scfg.sse, scfg.sse_kms_key_id.as_deref());
-    let store = rt.block_on(Store::open(&scfg.output, s3, encryption))?;
+    // A stop while the store does not answer yet ends the sink here: nothing was read.
+    let Some(store) = rt.block_on(shutdown.or(Store::open(&scfg.output, s3, encryption))) else {
+        return Ok(());
+    };
+    let store = store?;
     // Dead letters need somewhere to go (brokers may not auto-create topics).
     rt.block_on(crate::kafka::ensure_topics(
         kcfg,
         &[(kcfg.dlq_topic.clone(), 1)],
         Duration::from_secs(30),
+        &shutdown,
     ))?;
     log::info!("sink: {} → {}", kcfg.topic, store.describe());
     let inflight = Arc::new(InFlight::default());

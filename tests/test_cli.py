@@ -143,3 +143,16 @@ def test_a_stop_is_not_held_up_by_brokers_that_do_not_answer(args: list[str], tm
     assert f"error: kafka: cannot reach 127.0.0.1:{port}: stopped before they answered (" in last, err
     assert "Connection refused" in last, err
 
+
+def test_an_empty_input_is_named_not_only_counted(tmp_path: object) -> None:
+    lake = f"file://{tmp_path}/no-lake"
+    done = cli("etl", "--input", lake, "--output", lake, "--date", "2026-01-02")
+    lines = done.stderr.strip().splitlines()
+    assert (
+        lines[0] == f"etl: no raw JSONL under {lake}/raw.data/ for 2026-01-02 (--input should be the sink's --output)"
+    )
+    assert lines[-1].startswith("etl (rust): days built 0")
+    done = cli("load", "--input", lake, "--warehouse", f"duckdb:///{tmp_path}/w.duckdb")
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == f"load: no Parquet files under {lake}/processed.data/: run stockpipe etl first"
+    assert lines[-1].startswith("load (duckdb): files 0")

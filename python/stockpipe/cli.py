@@ -385,10 +385,24 @@ def cmd_etl(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         if status:
             status.close()
+    if stats.objects == 0 and stats.days_skipped == 0 and not stats.interrupted:
+        where = f"{cfg.transform.input.rstrip('/')}/{cfg.transform.raw_prefix}/"
+        print(
+            f"etl: no raw JSONL under {where}{_for_days(args)} (--input should be the sink's --output)", file=sys.stderr
+        )
     print(f"etl ({stats.engine}): {stats.summary()}", file=sys.stderr)
     if args.json:
         print(json.dumps(dataclasses.asdict(stats)))
     return 130 if stats.interrupted else 0
+
+
+def _for_days(args: argparse.Namespace) -> str:
+    """ " for DAY" / " since DAY" when the command was limited to days."""
+    if getattr(args, "date", None):
+        return f" for {args.date}"
+    if getattr(args, "since", None):
+        return f" since {args.since}"
+    return ""
 
 
 def cmd_load(args: argparse.Namespace, cfg: Config) -> int:
@@ -398,6 +412,10 @@ def cmd_load(args: argparse.Namespace, cfg: Config) -> int:
     from stockpipe.warehouse import load
 
     stats = load(date=_check_day("--date", args.date), since=_check_day("--since", args.since), config=cfg)
+    if stats.files == 0:
+        lake = cfg.warehouse.input or cfg.transform.output
+        where = f"{lake.rstrip('/')}/{cfg.transform.processed_prefix}/"
+        print(f"load: no Parquet files under {where}{_for_days(args)}: run stockpipe etl first", file=sys.stderr)
     print(f"load ({stats.warehouse}): {stats.summary()}", file=sys.stderr)
     if args.json:
         print(json.dumps(dataclasses.asdict(stats)))

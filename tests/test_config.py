@@ -53,6 +53,22 @@ def test_seed_layout_loads_and_finnhub_env_alias(tmp_path: Path) -> None:
         ({"STOCKPIPE_KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.pem"}, "ssl_ca_location"),
         ({"STOCKPIPE_KAFKA_NOPE": "1"}, "unknown key [kafka] nope (from env STOCKPIPE_KAFKA_NOPE)"),
         ({"STOCKPIPE_SINK_BATCH_SECONDS": "soon"}, "[sink] batch_seconds = 'soon'"),
+        (
+            {"STOCKPIPE_SIMULATE_RATE": "-5"},
+            "[simulate] rate = -5.0 (from env STOCKPIPE_SIMULATE_RATE): must be greater",
+        ),
+        ({"STOCKPIPE_SIMULATE_PING_INTERVAL_S": "0"}, "[simulate] ping_interval_s = 0.0"),
+        (
+            {"STOCKPIPE_SIMULATE_MAX_TRADES": "-1"},
+            "[simulate] max_trades = -1 (from env STOCKPIPE_SIMULATE_MAX_TRADES)",
+        ),
+        (
+            {"STOCKPIPE_SIMULATE_DUPLICATE_RATE": "1.5"},
+            "duplicate_rate = 1.5 (from env STOCKPIPE_SIMULATE_DUPLICATE_RATE)",
+        ),
+        ({"STOCKPIPE_SIMULATE_DISCONNECT_KINDS": "clean,sudden"}, "[simulate] disconnect_kinds"),
+        ({"STOCKPIPE_SIMULATE_PORT": "70000"}, "[simulate] port = 70000"),
+        ({"STOCKPIPE_SIMULATE_REJECT_STATUS": "200"}, "expected an HTTP error status"),
     ],
 )
 def test_bad_values_name_key_and_source(env: dict[str, str], needle: str) -> None:

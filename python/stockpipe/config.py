@@ -537,6 +537,11 @@ def validate(cfg: Config) -> None:
         ("finnhub", "max_symbols"),
         ("finnhub", "max_frame_bytes"),
         ("simulate", "trades_per_frame"),
+        ("simulate", "rate"),
+        ("simulate", "ping_interval_s"),
+        ("simulate", "max_symbols"),
+        ("simulate", "rest_per_minute"),
+        ("simulate", "rest_per_second"),
         ("dev", "brokers"),
         ("transform", "rows_per_file"),
         ("glue", "workers"),
@@ -546,10 +551,29 @@ def validate(cfg: Config) -> None:
     for section, key in positive:
         if getattr(getattr(cfg, section), key) <= 0:
             _fail(cfg, section, key, "must be greater than zero")
-    for section, key in [("producer", "duration"), ("producer", "max_messages"), ("sink", "duration")]:
+    optional = [
+        ("producer", "duration"),
+        ("producer", "max_messages"),
+        ("sink", "duration"),
+        ("simulate", "duration_s"),
+        ("simulate", "max_trades"),
+    ]
+    for section, key in optional:
         value = getattr(getattr(cfg, section), key)
         if value is not None and value < 0:
             _fail(cfg, section, key, "must not be negative")
+    if cfg.simulate.disconnect_every_s is not None and cfg.simulate.disconnect_every_s <= 0:
+        _fail(cfg, "simulate", "disconnect_every_s", "must be greater than zero")
+    for key in ("duplicate_rate", "out_of_order_rate", "malformed_rate"):
+        if not 0 <= getattr(cfg.simulate, key) <= 1:
+            _fail(cfg, "simulate", key, "expected a share between 0 and 1")
+    kinds = ("clean", "noclose", "no-close", "reset", "silent")
+    if any(k not in kinds for k in cfg.simulate.disconnect_kinds):
+        _fail(cfg, "simulate", "disconnect_kinds", f"expected some of {', '.join(kinds)}")
+    if not 0 <= cfg.simulate.port < 65536:
+        _fail(cfg, "simulate", "port", "expected 0 (any free port) to 65535")
+    if not 400 <= cfg.simulate.reject_status < 600:
+        _fail(cfg, "simulate", "reject_status", "expected an HTTP error status (400-599)")
     if cfg.dev.brokers not in (1, 3):
         _fail(cfg, "dev", "brokers", "expected 1 or 3")
     if cfg.sink.sse not in ("AES256", "aws:kms", "none"):

@@ -152,7 +152,7 @@ def test_an_empty_input_is_named_not_only_counted(tmp_path: object) -> None:
         lines[0] == f"etl: no raw JSONL under {lake}/raw.data/ for 2026-01-02 (--input should be the sink's --output)"
     )
     assert lines[-1].startswith("etl (rust): days built 0")
-    done = cli("load", "--input", lake, "--warehouse", f"duckdb:///{tmp_path}/w.duckdb")
+    done = cli("load", "--input", lake, "--warehouse", f"duckdb://{tmp_path}/w.duckdb")
     lines = done.stderr.strip().splitlines()
     assert lines[0] == f"load: no Parquet files under {lake}/processed.data/: run stockpipe etl first"
     assert lines[-1].startswith("load (duckdb): files 0")

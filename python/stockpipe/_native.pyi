@@ -4,6 +4,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
+    "DISCONNECT_KINDS",
     "__version__",
     "cluster_brokers",
     "ensure_topics",
@@ -19,6 +20,7 @@ __all__ = [
 ]
 
 __version__: str
+DISCONNECT_KINDS: tuple[str, ...]
 
 def run_producer(
     finnhub_json: str,

@@ -567,7 +567,8 @@ def validate(cfg: Config) -> None:
     for key in ("duplicate_rate", "out_of_order_rate", "malformed_rate"):
         if not 0 <= getattr(cfg.simulate, key) <= 1:
             _fail(cfg, "simulate", key, "expected a share between 0 and 1")
-    kinds = ("clean", "noclose", "no-close", "reset", "silent")
+    from stockpipe._native import DISCONNECT_KINDS as kinds
+
     if any(k not in kinds for k in cfg.simulate.disconnect_kinds):
         _fail(cfg, "simulate", "disconnect_kinds", f"expected some of {', '.join(kinds)}")
     if not 0 <= cfg.simulate.port < 65536:

@@ -8,6 +8,8 @@ pub mod market;
 mod rest;
 mod session;
 
+pub use session::DISCONNECT_KINDS;
+
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use ledger::Ledger;
@@ -60,7 +62,7 @@ pub struct SimConfig {
     pub seed: u64,
     #[serde(default)]
     pub disconnect_every_s: Option<f64>,
-    /// Cycle of `clean`, `noclose`, `reset`, `silent`.
+    /// Cycle of disconnect kinds, each one of [`DISCONNECT_KINDS`].
     pub disconnect_kinds: Vec<String>,
     pub duplicate_rate: f64,
     pub out_of_order_rate: f64,
@@ -81,6 +83,8 @@ pub(crate) struct Shared {
     generated: AtomicU64,
     rejections_left: AtomicU32,
     disconnect_cycle: AtomicU64,
+    /// `cfg.disconnect_kinds`, parsed.
+    faults: Vec<session::Fault>,
     /// Per token, a kill switch for the live connection (a second connection drops the first).
     live: Mutex<HashMap<String, watch::Sender<bool>>>,
     rest: rest::RateLimiter,
@@ -130,6 +134,15 @@ impl Simulator {
             ),
             None => None,
         };
+        let faults = session::Fault::parse_all(&cfg.disconnect_kinds).map_err(|kind| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "unknown disconnect kind {kind:?}, expected some of {}",
+                    DISCONNECT_KINDS.join(", ")
+                ),
+            )
+        })?;
         let metrics = Metrics::new(COUNTERS);
         let shared = Arc::new(Shared {
             market: Mutex::new(Market::new(cfg.seed)),
@@ -138,6 +151,7 @@ impl Simulator {
             generated: AtomicU64::new(0),
             rejections_left: AtomicU32::new(cfg.reject_upgrades),
             disconnect_cycle: AtomicU64::new(0),
+            faults,
             live: Mutex::new(HashMap::new()),
             rest: rest::RateLimiter::new(cfg.rest_per_minute, cfg.rest_per_second),
             replay,

@@ -16,15 +16,31 @@ use tokio_tungstenite::WebSocketStream;
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// The names `[simulate] disconnect_kinds` accepts, each one a [`Fault`].
+pub const DISCONNECT_KINDS: &[&str] = &["clean", "noclose", "no-close", "reset", "silent"];
+
+/// How the simulator ends a connection when a disconnect is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
+pub(crate) enum Fault {
+    /// A WebSocket close handshake.
     Clean,
+    /// The TCP connection closes without a close frame.
     NoClose,
+    /// The TCP connection is reset (RST).
     Reset,
+    /// The connection stays open and goes quiet: no trades, no pings.
     Silent,
 }
 
 impl Fault {
+    /// The cycle of faults named by `kinds`, or the first name that is not one of [`DISCONNECT_KINDS`].
+    pub(crate) fn parse_all(kinds: &[String]) -> Result<Vec<Fault>, String> {
+        kinds
+            .iter()
+            .map(|k| Fault::parse(k).ok_or_else(|| k.clone()))
+            .collect()
+    }
+
     fn parse(s: &str) -> Option<Fault> {
         match s {
             "clean" => Some(Fault::Clean),
@@ -302,13 +318,7 @@ impl Session {
 
     /// Performs the next disconnect kind of the cycle.
     async fn inject_disconnect(&mut self) -> Option<Fault> {
-        let kinds: Vec<Fault> = self
-            .shared
-            .cfg
-            .disconnect_kinds
-            .iter()
-            .filter_map(|k| Fault::parse(k))
-            .collect();
+        let kinds = &self.shared.faults;
         if kinds.is_empty() {
             return None;
         }
@@ -330,5 +340,35 @@ impl Session {
             Fault::Silent => {}
         }
         Some(fault)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_kind_is_a_fault_and_nothing_else_is() {
+        let listed: Vec<String> = DISCONNECT_KINDS.iter().map(|k| k.to_string()).collect();
+        let faults = Fault::parse_all(&listed).expect("every listed kind parses");
+        for fault in [Fault::Clean, Fault::NoClose, Fault::Reset, Fault::Silent] {
+            assert!(
+                faults.contains(&fault),
+                "{fault:?} has no name in DISCONNECT_KINDS"
+            );
+        }
+        for name in ["sudden", "Clean", "no_close", ""] {
+            assert_eq!(Fault::parse(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_is_named_not_dropped() {
+        let kinds = vec![
+            "clean".to_string(),
+            "sudden".to_string(),
+            "reset".to_string(),
+        ];
+        assert_eq!(Fault::parse_all(&kinds), Err("sudden".to_string()));
     }
 }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
 
 import pytest
 
-from stockpipe.config import load_config
+from stockpipe.config import SimulatorSettings, load_config
 from stockpipe.exceptions import ConfigError
 
 from .conftest import cli
@@ -75,6 +76,16 @@ def test_bad_values_name_key_and_source(env: dict[str, str], needle: str) -> Non
     with pytest.raises(ConfigError) as info:
         load_config(env=env, use_default_file=False)
     assert needle in str(info.value)
+
+
+def test_every_disconnect_kind_is_accepted_and_named_in_the_help() -> None:
+    from stockpipe._native import DISCONNECT_KINDS
+
+    (setting,) = [f for f in dataclasses.fields(SimulatorSettings) if f.name == "disconnect_kinds"]
+    for kind in DISCONNECT_KINDS:
+        cfg = load_config(env={"STOCKPIPE_SIMULATE_DISCONNECT_KINDS": kind}, use_default_file=False)
+        assert cfg.simulate.disconnect_kinds == [kind]
+        assert kind in setting.metadata["help"]
 
 
 def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:

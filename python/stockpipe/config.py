@@ -217,7 +217,9 @@ class SimulatorSettings:
     max_trades: int | None = _opt(None, "stop generating after this many trades")
     seed: int = _opt(42, "random seed")
     disconnect_every_s: float | None = _opt(None, "inject a disconnect this often")
-    disconnect_kinds: list[str] = _opt(["clean", "noclose", "reset", "silent"], "cycle of disconnect kinds")
+    disconnect_kinds: list[str] = _opt(
+        ["clean", "noclose", "reset", "silent"], "cycle of disconnect kinds: clean, noclose (no-close), reset, silent"
+    )
     duplicate_rate: float = _opt(0.0, "share of messages sent 2-3 times")
     out_of_order_rate: float = _opt(0.0, "share of trades with a time going backwards")
     malformed_rate: float = _opt(0.0, "share of ticks that add a malformed frame")

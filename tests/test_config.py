@@ -78,6 +78,37 @@ def test_bad_values_name_key_and_source(env: dict[str, str], needle: str) -> Non
     assert needle in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "uri"),
+    [
+        ("STOCKPIPE_SINK_OUTPUT", "s3://"),
+        ("STOCKPIPE_SINK_OUTPUT", "s3:///raw"),
+        ("STOCKPIPE_SINK_OUTPUT", "file://"),
+        ("STOCKPIPE_TRANSFORM_INPUT", "/data/lake"),
+        ("STOCKPIPE_TRANSFORM_OUTPUT", "s3:/bucket"),
+        ("STOCKPIPE_WAREHOUSE_INPUT", "s3://"),
+        ("STOCKPIPE_GLUE_LAKE", "s3:///lake"),
+    ],
+)
+def test_a_lake_uri_without_a_bucket_or_path_is_refused_at_load(key: str, uri: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={key: uri}, use_default_file=False)
+    assert f"= {uri!r} (from env {key}): expected s3://bucket" in str(info.value)
+
+
+def test_lake_uris_that_name_a_bucket_or_a_path_are_accepted() -> None:
+    cfg = load_config(
+        env={
+            "STOCKPIPE_SINK_OUTPUT": "s3://bucket",
+            "STOCKPIPE_TRANSFORM_INPUT": "s3://bucket/raw/",
+            "STOCKPIPE_TRANSFORM_OUTPUT": "file:///tmp/lake",
+            "STOCKPIPE_WAREHOUSE_INPUT": "file://./relative",
+        },
+        use_default_file=False,
+    )
+    assert (cfg.sink.output, cfg.warehouse.input) == ("s3://bucket", "file://./relative")
+
+
 def test_every_disconnect_kind_is_accepted_and_named_in_the_help() -> None:
     from stockpipe._native import DISCONNECT_KINDS
 

@@ -270,6 +270,7 @@ def test_etl_command_errors_are_one_line(tmp_path: Path) -> None:
     for args, text in [
         (["--date", "2024-13-01"], "--date '2024-13-01': expected a date as YYYY-MM-DD"),
         (["--input", str(tmp_path)], "expected s3://bucket/prefix or file:///path"),
+        (["--input", "s3://"], "[transform] input = 's3://' (from flag --input): expected s3://bucket"),
         (["--compression", "lz4"], "expected zstd, snappy or none"),
         (["--engine", "flink"], "expected rust or spark"),
     ]:

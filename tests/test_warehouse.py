@@ -148,6 +148,7 @@ def test_query_and_load_errors_are_one_line(tmp_path: Path) -> None:
         ),
         (["query", "vwap", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"], "no DuckDB warehouse"),
         (["query", "nope", "--warehouse", "postgres://x"], "expected duckdb:///path or redshift://"),
+        (["load", "--input", "s3://", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"], "[warehouse] input = 's3://'"),
         (
             ["load", "--input", f"file://{tmp_path}", "--warehouse", "redshift://stockpipe-wg/dev"],
             "Redshift COPY reads from S3",
@@ -168,6 +169,9 @@ def test_query_and_load_errors_are_one_line(tmp_path: Path) -> None:
     done = cli(*args, "--s3-endpoint-url", "http://127.0.0.1:9", env=no_keys, check=False)
     assert done.returncode == 1 and "cannot list s3://b/p/processed.data/" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+    # The Python API checks its own input the same way.
+    with pytest.raises(ConfigError, match=r"--input 's3://': expected s3://bucket/prefix"):
+        warehouse.load("s3://", f"duckdb://{tmp_path}/x.duckdb", config=load_config(env={}, use_default_file=False))
 
 
 # ---------------------------------------------------------------- Redshift

@@ -589,7 +589,7 @@ def validate(cfg: Config) -> None:
         _fail(cfg, "producer", "mode", "expected ws or quotes")
     if cfg.glue.source not in ("catalog", "s3"):
         _fail(cfg, "glue", "source", "expected catalog or s3")
-    if cfg.glue.lake is not None and not cfg.glue.lake.startswith("s3://"):
+    if cfg.glue.lake is not None and not (cfg.glue.lake.startswith("s3://") and is_lake_uri(cfg.glue.lake)):
         _fail(cfg, "glue", "lake", "expected s3://bucket/prefix")
     if cfg.warehouse.format not in ("table", "csv", "json"):
         _fail(cfg, "warehouse", "format", "expected table, csv or json")
@@ -597,10 +597,22 @@ def validate(cfg: Config) -> None:
         _fail(cfg, "warehouse", "warehouse", "expected duckdb:///path or redshift://WORKGROUP/DATABASE")
     if cfg.transform.engine not in ("rust", "spark"):
         _fail(cfg, "transform", "engine", "expected rust or spark")
-    for section, key in [("sink", "output"), ("transform", "input"), ("transform", "output")]:
+    lakes = [("sink", "output"), ("transform", "input"), ("transform", "output"), ("warehouse", "input")]
+    for section, key in lakes:
         value = getattr(getattr(cfg, section), key)
-        if not value.startswith(("s3://", "file://")):
-            _fail(cfg, section, key, "expected s3://bucket/prefix or file:///path")
+        if value is not None and not is_lake_uri(value):
+            _fail(cfg, section, key, LAKE_URI_EXPECTED)
+
+
+LAKE_URI_EXPECTED = "expected s3://bucket/prefix or file:///path"
+
+
+def is_lake_uri(uri: str) -> bool:
+    """Whether ``uri`` names object storage the sink and the transform open: ``s3://`` with a bucket,
+    or ``file://`` with a path (the same rule as the Rust store's)."""
+    if uri.startswith("s3://"):
+        return uri[len("s3://") :].partition("/")[0] != ""
+    return uri.startswith("file://") and uri != "file://"
 
 
 def s3_client(cfg: Config) -> Any:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from stockpipe import rules
-from stockpipe.config import Config, load_config
+from stockpipe.config import LAKE_URI_EXPECTED, Config, is_lake_uri, load_config
 from stockpipe.exceptions import ConfigError
 
 __all__ = ["TransformStats", "format_status", "main", "transform"]
@@ -140,8 +140,8 @@ def transform(
         engine=engine if engine is not None else cfg.transform.engine,
     )
     for key in ("input", "output"):
-        if not getattr(tc, key).startswith(("s3://", "file://")):
-            raise ConfigError(f"[transform] {key} = {getattr(tc, key)!r}: expected s3://bucket/prefix or file:///path")
+        if not is_lake_uri(getattr(tc, key)):
+            raise ConfigError(f"[transform] {key} = {getattr(tc, key)!r}: {LAKE_URI_EXPECTED}")
     date, since = _check_day("--date", date), _check_day("--since", since)
     if tc.engine == "spark":
         from stockpipe import spark_etl

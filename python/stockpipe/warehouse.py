@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from stockpipe import rules
-from stockpipe.config import Config, load_config, s3_client
+from stockpipe.config import LAKE_URI_EXPECTED, Config, is_lake_uri, load_config, s3_client
 from stockpipe.exceptions import ConfigError, WarehouseError
 
 __all__ = [
@@ -258,7 +258,7 @@ def _processed_files(cfg: Config, lake: str, date: str | None, since: str | None
         except (BotoCoreError, ClientError) as e:
             raise WarehouseError(f"cannot list s3://{bucket}/{key_base}: {e}") from None
         return sorted(out, key=lambda f: f.uri)
-    raise ConfigError(f"--input {lake!r}: expected s3://bucket/prefix or file:///path")
+    raise ConfigError(f"--input {lake!r}: {LAKE_URI_EXPECTED}")
 
 
 def _s3(cfg: Config) -> Any:
@@ -288,6 +288,8 @@ def load(
     """
     cfg = config if config is not None else load_config()
     lake = input or cfg.warehouse.input or cfg.transform.output
+    if not is_lake_uri(lake):
+        raise ConfigError(f"--input {lake!r}: {LAKE_URI_EXPECTED}")
     target = _target(warehouse or cfg.warehouse.warehouse)
     if target.kind == "duckdb":
         return _load_duckdb(cfg, target, _processed_files(cfg, lake, date, since))

@@ -89,6 +89,9 @@ def test_producer_flags_named_by_the_contract() -> None:
         (["produce", "--ws-url", "wss://ws.finnhub.io"], "no Finnhub API key"),
         (["dev", "env"], "not running"),
         (["dev", "up", "--sasl"], "--sasl needs --tls"),
+        (["demo", "--seconds", "-1"], "--seconds -1: must be greater than zero"),
+        (["demo", "--seconds", "0"], "--seconds 0: must be greater than zero"),
+        (["demo", "--seconds", "nan"], "--seconds nan: must be greater than zero"),
     ],
 )
 def test_user_mistakes_end_in_one_line(args: list[str], needle: str, tmp_path: object) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import shutil
 import sys
 import threading
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from stockpipe.config import Config
+from stockpipe.exceptions import ConfigError
 
 __all__ = ["run_demo"]
 
@@ -63,6 +65,8 @@ def _chart(per_second: object, path: Path) -> None:
 
 def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
     """Runs simulator → producer → Kafka → sink → Parquet → DuckDB for ``seconds`` and reports."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"--seconds {seconds:g}: must be greater than zero")
     from stockpipe._status import StatusLine
     from stockpipe.consumer import Sink
     from stockpipe.dev import stack

@@ -118,9 +118,32 @@ pub struct Simulator {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl SimConfig {
+    /// Refuses times and rates no clock can wait for (negative, zero where a period is meant, not
+    /// finite): the Python configuration checks them too, but a config built by hand reaches here.
+    pub fn check(&self) -> Result<(), String> {
+        let periods = [
+            ("rate", Some(self.rate)),
+            ("ping_interval_s", Some(self.ping_interval_s)),
+            ("disconnect_every_s", self.disconnect_every_s),
+        ];
+        for (key, value) in periods {
+            if let Some(v) = value.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(format!("{key} = {v}: must be greater than zero"));
+            }
+        }
+        if let Some(v) = self.duration_s.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(format!("duration_s = {v}: must not be negative"));
+        }
+        Ok(())
+    }
+}
+
 impl Simulator {
     /// Binds and starts serving in the background.
     pub async fn start(cfg: SimConfig, shutdown: Shutdown) -> std::io::Result<Self> {
+        cfg.check()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind((cfg.host.as_str(), cfg.port)).await?;
         let local_addr = listener.local_addr()?;
         let ledger = cfg.ledger.as_deref().map(Ledger::create).transpose()?;
@@ -221,5 +244,65 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         session::run(stream, request, shared).await;
     } else {
         rest::serve(stream, request, &shared).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(overrides: serde_json::Value) -> SimConfig {
+        let mut base = serde_json::json!({
+            "host": "127.0.0.1", "port": 0, "symbols": [], "rate": 100.0, "max_symbols": 50,
+            "ping_interval_s": 20.0, "trades_per_frame": 20, "seed": 1, "disconnect_kinds": [],
+            "duplicate_rate": 0.0, "out_of_order_rate": 0.0, "malformed_rate": 0.0,
+            "reject_upgrades": 0, "reject_status": 429, "rest_per_minute": 60, "rest_per_second": 30,
+        });
+        base.as_object_mut()
+            .unwrap()
+            .extend(overrides.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn times_no_clock_can_wait_for_are_refused_at_start() {
+        assert_eq!(config(serde_json::json!({})).check(), Ok(()));
+        assert_eq!(
+            config(serde_json::json!({"duration_s": 0.0})).check(),
+            Ok(())
+        );
+        for (overrides, message) in [
+            (
+                serde_json::json!({"duration_s": -1.0}),
+                "duration_s = -1: must not be negative",
+            ),
+            (
+                serde_json::json!({"rate": 0.0}),
+                "rate = 0: must be greater than zero",
+            ),
+            (
+                serde_json::json!({"ping_interval_s": -2.0}),
+                "ping_interval_s = -2: must be",
+            ),
+            (
+                serde_json::json!({"disconnect_every_s": 0.0}),
+                "disconnect_every_s = 0: must be",
+            ),
+        ] {
+            let err = config(overrides.clone()).check().unwrap_err();
+            assert!(err.starts_with(message), "{overrides}: {err}");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = rt.block_on(Simulator::start(
+            config(serde_json::json!({"duration_s": -1.0})),
+            Shutdown::new(),
+        ));
+        assert_eq!(
+            started.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::InvalidInput)
+        );
     }
 }

@@ -27,6 +27,7 @@ from stockpipe.exceptions import (
 )
 
 if TYPE_CHECKING:  # what __getattr__ below imports on first use
+    from stockpipe._native import StopHandle
     from stockpipe.consumer import Sink, SinkStats
     from stockpipe.etl import TransformStats, transform
     from stockpipe.producer import Producer, ProducerStats
@@ -48,6 +49,10 @@ def __getattr__(name: str) -> object:
         from stockpipe import consumer
 
         return getattr(consumer, name)
+    if name == "StopHandle":  # stops a run_simulator(...) from another thread
+        from stockpipe import _native
+
+        return _native.StopHandle
     if name in ("transform", "TransformStats"):
         from stockpipe import etl
 
@@ -67,6 +72,7 @@ __all__ = [
     "SinkError",
     "SinkStats",
     "StockpipeError",
+    "StopHandle",
     "TransformError",
     "TransformStats",
     "WarehouseError",

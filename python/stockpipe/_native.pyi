@@ -1,10 +1,11 @@
 """Type stubs of the private native module. Users import from ``stockpipe``, never from here."""
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, final
 
 __all__ = [
     "DISCONNECT_KINDS",
+    "StopHandle",
     "__version__",
     "cluster_brokers",
     "ensure_topics",
@@ -22,6 +23,13 @@ __all__ = [
 __version__: str
 DISCONNECT_KINDS: tuple[str, ...]
 
+@final
+class StopHandle:
+    def __new__(cls) -> StopHandle: ...
+    def stop(self) -> None: ...
+    @property
+    def stopped(self) -> bool: ...
+
 def run_producer(
     finnhub_json: str,
     kafka_json: str,
@@ -31,6 +39,7 @@ def run_producer(
     status: Callable[[Mapping[str, float]], None] | None = None,
     status_every_s: float = 1.0,
     flush_timeout_s: float = 4.0,
+    stop: StopHandle | None = None,
 ) -> dict[str, Any]: ...
 def run_quotes(
     finnhub_json: str,
@@ -40,6 +49,7 @@ def run_quotes(
     duration_s: float | None = None,
     status: Callable[[Mapping[str, float]], None] | None = None,
     status_every_s: float = 1.0,
+    stop: StopHandle | None = None,
 ) -> dict[str, Any]: ...
 def run_simulator(
     sim_json: str,
@@ -47,6 +57,7 @@ def run_simulator(
     on_ready: Callable[[str], Any] | None = None,
     status: Callable[[Mapping[str, float]], None] | None = None,
     status_every_s: float = 1.0,
+    stop: StopHandle | None = None,
 ) -> dict[str, float]: ...
 def ensure_topics(kafka_json: str, topics: list[tuple[str, int]], timeout_s: float = 15.0) -> list[dict[str, Any]]: ...
 def cluster_brokers(kafka_json: str, timeout_s: float = 10.0) -> list[tuple[int, str, int]]: ...
@@ -60,6 +71,7 @@ def run_sink(
     duration_s: float | None = None,
     status: Callable[[Mapping[str, float]], None] | None = None,
     status_every_s: float = 1.0,
+    stop: StopHandle | None = None,
 ) -> dict[str, Any]: ...
 def run_transform(
     transform_json: str,

@@ -98,10 +98,18 @@ class Sink:
 
     Args:
         config: the effective configuration (``[kafka]``, ``[sink]``, ``[s3]``).
+
+    Example (in the background, e.g. from a notebook):
+        >>> sink = Sink(load_config())  # doctest: +SKIP
+        >>> worker = threading.Thread(target=sink.run)  # doctest: +SKIP
+        >>> worker.start(); ...; sink.stop(); worker.join()  # doctest: +SKIP
     """
 
     def __init__(self, config: Config) -> None:
+        from stockpipe import _native
+
         self.config = config
+        self._stop = _native.StopHandle()
 
     def run(
         self,
@@ -109,19 +117,31 @@ class Sink:
         duration: float | None = None,
         status: Callable[[Mapping[str, float]], None] | None = None,
     ) -> SinkStats:
-        """Runs until ``duration`` elapses or Ctrl-C / SIGTERM, then writes what it holds."""
+        """Runs until ``duration`` elapses, :meth:`stop`, or Ctrl-C / SIGTERM, then writes what it holds."""
         from stockpipe import _native
+        from stockpipe._runs import running
 
         cfg = self.config
-        raw = _native.run_sink(
-            json.dumps(dataclasses.asdict(cfg.kafka)),
-            cfg.section_json("sink", only=RUST_SINK_KEYS),
-            cfg.section_json("s3"),
-            duration_s=duration if duration is not None else cfg.sink.duration,
-            status=status,
-            status_every_s=max(cfg.sink.status_interval, 0.1),
-        )
+        stop = self._stop
+        try:
+            with running(stop):
+                raw = _native.run_sink(
+                    json.dumps(dataclasses.asdict(cfg.kafka)),
+                    cfg.section_json("sink", only=RUST_SINK_KEYS),
+                    cfg.section_json("s3"),
+                    duration_s=duration if duration is not None else cfg.sink.duration,
+                    status=status,
+                    status_every_s=max(cfg.sink.status_interval, 0.1),
+                    stop=stop,
+                )
+        finally:
+            self._stop = _native.StopHandle()
         return SinkStats.from_native(raw)
+
+    def stop(self) -> None:
+        """Asks the run in progress (or the next, if none is) to stop as on Ctrl-C: it writes what it
+        holds, commits, and :meth:`run` returns. Safe from any thread; returns at once."""
+        self._stop.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,10 +93,18 @@ class Producer:
 
     Args:
         config: the effective configuration (``[finnhub]``, ``[kafka]``, ``[producer]``).
+
+    Example (in the background, e.g. from a notebook):
+        >>> producer = Producer(load_config())  # doctest: +SKIP
+        >>> worker = threading.Thread(target=producer.run)  # doctest: +SKIP
+        >>> worker.start(); ...; producer.stop(); worker.join()  # doctest: +SKIP
     """
 
     def __init__(self, config: Config) -> None:
+        from stockpipe import _native
+
         self.config = config
+        self._stop = _native.StopHandle()
 
     def run(
         self,
@@ -105,37 +113,50 @@ class Producer:
         max_messages: int | None = None,
         status: Callable[[Mapping[str, float]], None] | None = None,
     ) -> ProducerStats:
-        """Runs until ``duration`` elapses, ``max_messages`` trades are published, or Ctrl-C.
+        """Runs until ``duration`` elapses, ``max_messages`` trades are published, :meth:`stop`, or Ctrl-C.
 
         Returns:
             The counters of the run; ``acked`` trades are durable in Kafka.
         """
         from stockpipe import _native
+        from stockpipe._runs import running
 
         cfg = self.config
         limit = max_messages if max_messages is not None else cfg.producer.max_messages
         seconds = duration if duration is not None else cfg.producer.duration
         every = max(cfg.producer.status_interval, 0.1)
-        if cfg.producer.mode == "quotes":
-            # REST /quote snapshots into [kafka] quotes_topic; `trades` counts snapshots published.
-            raw = _native.run_quotes(
-                cfg.section_json("finnhub"),
-                json_kafka(cfg),
-                max_quotes=limit,
-                duration_s=seconds,
-                status=status,
-                status_every_s=every,
-            )
-        else:
-            raw = _native.run_producer(
-                cfg.section_json("finnhub"),
-                json_kafka(cfg),
-                max_trades=limit,
-                duration_s=seconds,
-                status=status,
-                status_every_s=every,
-            )
+        stop = self._stop
+        try:
+            with running(stop):
+                if cfg.producer.mode == "quotes":
+                    # REST /quote snapshots into [kafka] quotes_topic; `trades` counts snapshots published.
+                    raw = _native.run_quotes(
+                        cfg.section_json("finnhub"),
+                        json_kafka(cfg),
+                        max_quotes=limit,
+                        duration_s=seconds,
+                        status=status,
+                        status_every_s=every,
+                        stop=stop,
+                    )
+                else:
+                    raw = _native.run_producer(
+                        cfg.section_json("finnhub"),
+                        json_kafka(cfg),
+                        max_trades=limit,
+                        duration_s=seconds,
+                        status=status,
+                        status_every_s=every,
+                        stop=stop,
+                    )
+        finally:
+            self._stop = _native.StopHandle()
         return ProducerStats.from_native(raw)
+
+    def stop(self) -> None:
+        """Asks the run in progress (or the next, if none is) to stop as on Ctrl-C: it flushes what
+        Kafka has not yet acknowledged, and :meth:`run` returns. Safe from any thread; returns at once."""
+        self._stop.stop()
 
 
 def json_kafka(cfg: Config) -> str:

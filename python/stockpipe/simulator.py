@@ -11,8 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from stockpipe.config import SimulatorSettings
+
+if TYPE_CHECKING:
+    from stockpipe._native import StopHandle
 
 __all__ = ["run_simulator"]
 
@@ -22,10 +26,16 @@ def run_simulator(
     *,
     on_ready: Callable[[str], None] | None = None,
     status: Callable[[Mapping[str, float]], None] | None = None,
+    stop: StopHandle | None = None,
 ) -> dict[str, float]:
-    """Serves until its duration elapses or Ctrl-C; returns its counters."""
+    """Serves until its duration elapses, ``stop.stop()`` is called (from any thread) or Ctrl-C;
+    returns its counters."""
     from stockpipe import _native
+    from stockpipe._runs import running
 
-    payload = dataclasses.asdict(settings)
-    stats: dict[str, float] = dict(_native.run_simulator(json.dumps(payload), on_ready=on_ready, status=status))
+    handle = stop if stop is not None else _native.StopHandle()
+    payload = json.dumps(dataclasses.asdict(settings))
+    with running(handle):
+        raw = _native.run_simulator(payload, on_ready=on_ready, status=status, stop=handle)
+    stats: dict[str, float] = dict(raw)
     return stats

@@ -16,6 +16,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::VERSION)?;
     let kinds = pyo3::types::PyTuple::new(m.py(), crate::source::simulator::DISCONNECT_KINDS)?;
     m.add("DISCONNECT_KINDS", kinds)?;
+    m.add_class::<runtime::StopHandle>()?;
     m.add_function(wrap_pyfunction!(source::run_producer, m)?)?;
     m.add_function(wrap_pyfunction!(source::run_simulator, m)?)?;
     m.add_function(wrap_pyfunction!(source::run_quotes, m)?)?;

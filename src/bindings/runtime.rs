@@ -50,6 +50,35 @@ pub fn runtime_pid() -> u32 {
         .unwrap_or(0)
 }
 
+/// A run's stop, from any thread: `stop()` asks the run it is passed to (the next one, when
+/// called before that starts) to finish as on Ctrl-C, flushing what it holds.
+#[pyclass(module = "stockpipe._native", frozen)]
+pub struct StopHandle(Shutdown);
+
+#[pymethods]
+impl StopHandle {
+    #[new]
+    fn new() -> Self {
+        StopHandle(Shutdown::new())
+    }
+
+    /// Asks the run to stop; returns at once.
+    fn stop(&self) {
+        self.0.trigger();
+    }
+
+    /// Whether `stop()` was called.
+    #[getter]
+    fn stopped(&self) -> bool {
+        self.0.is_triggered()
+    }
+}
+
+/// The stop of one run: the caller's handle, or a fresh one.
+pub fn shutdown_of(stop: Option<&Bound<'_, StopHandle>>) -> Shutdown {
+    stop.map_or_else(Shutdown::new, |s| s.get().0.clone())
+}
+
 /// Periodic progress reports: a Python callable given a dict of counters.
 pub struct Progress<'py> {
     pub callback: Option<Bound<'py, PyAny>>,

@@ -1,10 +1,9 @@
 //! Bindings for the Kafka → object storage sink.
 
 use super::errors::{config_error, py_error};
-use super::runtime::{parse_section as parse, rt, run_stage, stop_after};
+use super::runtime::{parse_section as parse, rt, run_stage, shutdown_of, stop_after, StopHandle};
 use crate::config::{KafkaConfig, S3Config, SinkConfig};
 use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -22,7 +21,8 @@ impl From<crate::sink::Error> for PyErr {
 
 /// Runs Kafka → JSONL objects until stopped; returns the counters.
 #[pyfunction]
-#[pyo3(signature = (kafka_json, sink_json, s3_json, *, duration_s=None, status=None, status_every_s=1.0))]
+#[pyo3(signature = (kafka_json, sink_json, s3_json, *, duration_s=None, status=None, status_every_s=1.0, stop=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn run_sink<'py>(
     py: Python<'py>,
     kafka_json: &str,
@@ -31,12 +31,13 @@ pub fn run_sink<'py>(
     duration_s: Option<f64>,
     status: Option<Bound<'py, PyAny>>,
     status_every_s: f64,
+    stop: Option<Bound<'py, StopHandle>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
     let scfg: SinkConfig = parse("sink", sink_json)?;
     let s3cfg: S3Config = parse("s3", s3_json)?;
     let metrics = Metrics::new(crate::sink::COUNTERS);
-    let shutdown = Shutdown::new();
+    let shutdown = shutdown_of(stop.as_ref());
     stop_after(&shutdown, duration_s);
     let fut = {
         let (metrics, shutdown, handle) =

@@ -2,7 +2,8 @@
 
 use super::errors::py_error;
 use super::runtime::{
-    parse_section as parse, rt, run_stage, snapshot_dict, stop_after, wait_for, Progress,
+    parse_section as parse, rt, run_stage, shutdown_of, snapshot_dict, stop_after, wait_for,
+    Progress, StopHandle,
 };
 use crate::config::{FinnhubConfig, KafkaConfig};
 use crate::kafka::{ensure_topics as ensure, TradeProducer};
@@ -35,7 +36,7 @@ pub fn validate_finnhub(finnhub_json: &str) -> PyResult<()> {
 
 /// Runs WebSocket → Kafka until stopped; returns the counters.
 #[pyfunction]
-#[pyo3(signature = (finnhub_json, kafka_json, *, max_trades=None, duration_s=None, status=None, status_every_s=1.0, flush_timeout_s=4.0))]
+#[pyo3(signature = (finnhub_json, kafka_json, *, max_trades=None, duration_s=None, status=None, status_every_s=1.0, flush_timeout_s=4.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_producer<'py>(
     py: Python<'py>,
@@ -46,6 +47,7 @@ pub fn run_producer<'py>(
     status: Option<Bound<'py, PyAny>>,
     status_every_s: f64,
     flush_timeout_s: f64,
+    stop: Option<Bound<'py, StopHandle>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let fcfg: FinnhubConfig = parse("finnhub", finnhub_json)?;
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
@@ -53,7 +55,7 @@ pub fn run_producer<'py>(
     let mut names = source::client::COUNTERS.to_vec();
     names.extend_from_slice(crate::kafka::producer::COUNTERS);
     let metrics = Metrics::new(&names);
-    let shutdown = Shutdown::new();
+    let shutdown = shutdown_of(stop.as_ref());
     stop_after(&shutdown, duration_s);
     let producer = py.detach(|| TradeProducer::new(&kcfg, metrics.clone()))?;
     let producer = Arc::new(producer.stopping_on(&shutdown));
@@ -86,7 +88,7 @@ pub fn run_producer<'py>(
 
 /// Polls REST `/quote` snapshots into the quotes topic until stopped; returns the counters.
 #[pyfunction]
-#[pyo3(signature = (finnhub_json, kafka_json, *, max_quotes=None, duration_s=None, status=None, status_every_s=1.0))]
+#[pyo3(signature = (finnhub_json, kafka_json, *, max_quotes=None, duration_s=None, status=None, status_every_s=1.0, stop=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_quotes<'py>(
     py: Python<'py>,
@@ -96,6 +98,7 @@ pub fn run_quotes<'py>(
     duration_s: Option<f64>,
     status: Option<Bound<'py, PyAny>>,
     status_every_s: f64,
+    stop: Option<Bound<'py, StopHandle>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let fcfg: FinnhubConfig = parse("finnhub", finnhub_json)?;
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
@@ -103,7 +106,7 @@ pub fn run_quotes<'py>(
     names.extend_from_slice(crate::kafka::producer::COUNTERS);
     names.extend_from_slice(source::quotes::COUNTERS);
     let metrics = Metrics::new(&names);
-    let shutdown = Shutdown::new();
+    let shutdown = shutdown_of(stop.as_ref());
     stop_after(&shutdown, duration_s);
     let producer = py.detach(|| TradeProducer::new(&kcfg, metrics.clone()))?;
     let producer = Arc::new(
@@ -133,16 +136,17 @@ pub fn run_quotes<'py>(
 
 /// Serves the Finnhub protocol until stopped. `on_ready(address)` is called once listening.
 #[pyfunction]
-#[pyo3(signature = (sim_json, *, on_ready=None, status=None, status_every_s=1.0))]
+#[pyo3(signature = (sim_json, *, on_ready=None, status=None, status_every_s=1.0, stop=None))]
 pub fn run_simulator<'py>(
     py: Python<'py>,
     sim_json: &str,
     on_ready: Option<Bound<'py, PyAny>>,
     status: Option<Bound<'py, PyAny>>,
     status_every_s: f64,
+    stop: Option<Bound<'py, StopHandle>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let cfg: SimConfig = parse("simulate", sim_json)?;
-    let shutdown = Shutdown::new();
+    let shutdown = shutdown_of(stop.as_ref());
     let sim = py
         .detach(|| rt().block_on(Simulator::start(cfg, shutdown.clone())))
         .map_err(|e| py_error("IngestError", format!("simulator cannot start: {e}")))?;

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,33 @@ def test_demo_counts_agree_at_every_stage(tmp_path: Path) -> None:
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "last minute bars of" in done.stdout and "| open" in done.stdout
     assert "[1/6]" in done.stderr and "[6/6]" in done.stderr
+
+
+def test_an_interrupted_demo_reports_what_was_acknowledged_at_every_stage(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.pop("FINNHUB_API_KEY", None)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "stockpipe", "demo", "--seconds", "60"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert demo.stderr is not None
+    seen = []
+    for line in demo.stderr:
+        seen.append(line)
+        if line.startswith("[2/6]"):
+            break
+    time.sleep(4)
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=180)
+    err = "".join(seen) + err
+    assert demo.returncode == 130, err[-3000:]
+    assert "interrupted: the producer stopped before the simulator" in err
+    assert "do not agree" not in err and "Traceback" not in err, err[-3000:]
+
+    def count(label: str) -> int:
+        return int(re.search(label + r"\s*: (\d+)", out).group(1))  # type: ignore[union-attr]
+
+    acked = count("acknowledged by Kafka")
+    assert 0 < acked <= count("trades sent by the simulator")
+    assert acked == count("read back from Kafka") == count("raw JSONL objects")
+    assert count("rows in DuckDB stock_prices") == count(r"rows in Parquet \(processed.data/\)") > 0

@@ -37,6 +37,7 @@ async fn main() {
         region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
         access_key_id: std::env::var("AWS_ACCESS_KEY_ID").ok(),
         secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").ok(),
+        session_token: std::env::var("AWS_SESSION_TOKEN").ok(),
         force_path_style: true,
     };
     let uri = format!("s3://{}/{}", args[2], args[3]);

@@ -98,6 +98,9 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     #[serde(default)]
     pub secret_access_key: Option<String>,
+    /// Of temporary credentials (an assumed role, SSO), with the key pair above.
+    #[serde(default)]
+    pub session_token: Option<String>,
     pub force_path_style: bool,
 }
 

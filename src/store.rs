@@ -402,17 +402,24 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
 }
 
 /// An S3 client for the configured endpoint, region and credentials.
+/// The key pair of `[s3]` (with its session token, for temporary credentials), when set; else
+/// the SDK's default chain applies (environment, profile, instance role).
+fn configured_credentials(cfg: &S3Config) -> Option<aws_sdk_s3::config::Credentials> {
+    let (id, secret) = (cfg.access_key_id.as_ref()?, cfg.secret_access_key.as_ref()?);
+    Some(aws_sdk_s3::config::Credentials::new(
+        id,
+        secret,
+        cfg.session_token.clone(),
+        None,
+        "stockpipe-config",
+    ))
+}
+
 pub async fn s3_client(cfg: &S3Config) -> aws_sdk_s3::Client {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(cfg.region.clone()));
-    if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
-        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-            id.clone(),
-            secret.clone(),
-            None,
-            None,
-            "stockpipe-config",
-        ));
+    if let Some(credentials) = configured_credentials(cfg) {
+        loader = loader.credentials_provider(credentials);
     }
     let shared = loader.load().await;
     let mut builder = aws_sdk_s3::config::Builder::from(&shared)
@@ -439,6 +446,7 @@ mod tests {
             region: "us-east-1".into(),
             access_key_id: None,
             secret_access_key: None,
+            session_token: None,
             force_path_style: true,
         }
     }
@@ -478,6 +486,20 @@ mod tests {
         assert_eq!(after, vec!["a/c/y.json"]);
         assert_eq!(store.get("missing").await.unwrap(), None);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_session_token_goes_with_the_key_pair() {
+        assert!(configured_credentials(&s3cfg()).is_none());
+        let cfg = S3Config {
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some("secret".into()),
+            session_token: Some("token-of-an-assumed-role".into()),
+            ..s3cfg()
+        };
+        let creds = configured_credentials(&cfg).expect("the configured pair");
+        assert_eq!(creds.access_key_id(), "AKIDEXAMPLE");
+        assert_eq!(creds.session_token(), Some("token-of-an-assumed-role"));
     }
 
     #[tokio::test]

@@ -109,6 +109,18 @@ def test_lake_uris_that_name_a_bucket_or_a_path_are_accepted() -> None:
     assert (cfg.sink.output, cfg.warehouse.input) == ("s3://bucket", "file://./relative")
 
 
+def test_temporary_aws_credentials_keep_their_session_token() -> None:
+    from stockpipe.config import s3_client
+
+    env = {"AWS_ACCESS_KEY_ID": "ASIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "tok-123"}
+    cfg = load_config(env=env, use_default_file=False)
+    assert (cfg.s3.access_key_id, cfg.s3.session_token) == ("ASIAEXAMPLE", "tok-123")
+    assert cfg.sources[("s3", "session_token")] == "env AWS_SESSION_TOKEN"
+    assert "tok-123" in cfg.secrets() and "tok-123" not in repr(cfg)
+    credentials = s3_client(cfg)._request_signer._credentials
+    assert (credentials.access_key, credentials.token) == ("ASIAEXAMPLE", "tok-123")
+
+
 def test_every_disconnect_kind_is_accepted_and_named_in_the_help() -> None:
     from stockpipe._native import DISCONNECT_KINDS
 

@@ -168,6 +168,7 @@ def test_query_and_load_errors_are_one_line(tmp_path: Path) -> None:
     args += ["--iam-role", "arn:aws:iam::1:role/r"]
     done = cli(*args, "--s3-endpoint-url", "http://127.0.0.1:9", env=no_keys, check=False)
     assert done.returncode == 1 and "cannot list s3://b/p/processed.data/" in done.stderr, done.stderr
+    assert "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in done.stderr
     assert "Traceback" not in done.stderr
     # The Python API checks its own input the same way.
     with pytest.raises(ConfigError, match=r"--input 's3://': expected s3://bucket/prefix"):

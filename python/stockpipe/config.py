@@ -128,6 +128,9 @@ class S3Settings:
     region: str = _opt("us-east-1", "AWS region", flag="--region")
     access_key_id: str | None = _opt(None, "access key (also AWS_ACCESS_KEY_ID)", secret=True)
     secret_access_key: str | None = _opt(None, "secret key (also AWS_SECRET_ACCESS_KEY)", secret=True)
+    session_token: str | None = _opt(
+        None, "session token of temporary credentials (also AWS_SESSION_TOKEN)", secret=True
+    )
     force_path_style: bool = _opt(True, "path-style addressing (needed by most local servers)")
 
 
@@ -262,6 +265,7 @@ ALIASES: dict[str, tuple[str, str]] = {
     "FINNHUB_API_KEY": ("finnhub", "api_key"),
     "AWS_ACCESS_KEY_ID": ("s3", "access_key_id"),
     "AWS_SECRET_ACCESS_KEY": ("s3", "secret_access_key"),
+    "AWS_SESSION_TOKEN": ("s3", "session_token"),
     "AWS_REGION": ("s3", "region"),
     "AWS_ENDPOINT_URL_S3": ("s3", "endpoint_url"),
 }
@@ -626,5 +630,19 @@ def s3_client(cfg: Config) -> Any:
         endpoint_url=cfg.s3.endpoint_url or None,
         aws_access_key_id=cfg.s3.access_key_id,
         aws_secret_access_key=cfg.s3.secret_access_key,
+        aws_session_token=cfg.s3.session_token,
         config=BotoConfig(s3={"addressing_style": "path" if cfg.s3.force_path_style else "auto"}),
     )
+
+
+NO_AWS_CREDENTIALS = (
+    "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or [s3] access_key_id and "
+    "secret_access_key), or AWS_PROFILE, or run where an IAM role applies"
+)
+
+
+def aws_error(e: Exception) -> str:
+    """One line for a botocore error, naming the fix when it is the missing credentials."""
+    from botocore.exceptions import NoCredentialsError
+
+    return NO_AWS_CREDENTIALS if isinstance(e, NoCredentialsError) else str(e)

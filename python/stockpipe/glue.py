@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stockpipe import __version__, rules
-from stockpipe.config import Config, s3_client
+from stockpipe.config import Config, aws_error, s3_client
 from stockpipe.exceptions import ConfigError, StockpipeError
 
 __all__ = ["GlueError", "Plan", "deploy", "processed_columns", "run", "setup"]
@@ -99,6 +99,7 @@ def _client(cfg: Config, service: str) -> Any:
         endpoint_url=cfg.glue.endpoint_url or None,
         aws_access_key_id=cfg.s3.access_key_id,
         aws_secret_access_key=cfg.s3.secret_access_key,
+        aws_session_token=cfg.s3.session_token,
     )
 
 
@@ -111,7 +112,7 @@ def _call(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         err = e.response.get("Error", {})
         raise GlueError(f"{what}: {err.get('Code', 'error')}: {err.get('Message', e)}") from None
     except BotoCoreError as e:
-        raise GlueError(f"{what}: {e}") from None
+        raise GlueError(f"{what}: {aws_error(e)}") from None
 
 
 def _exists(fn: Callable[..., Any], **kwargs: Any) -> Any | None:
@@ -124,7 +125,7 @@ def _exists(fn: Callable[..., Any], **kwargs: Any) -> Any | None:
             return None
         raise GlueError(f"{fn.__name__}: {e}") from None
     except BotoCoreError as e:  # no credentials, no endpoint, ...
-        raise GlueError(f"{fn.__name__}: {e}") from None
+        raise GlueError(f"{fn.__name__}: {aws_error(e)}") from None
 
 
 def _days(s3: Any, bucket: str, prefix: str, folder: str) -> list[tuple[str, str, str]]:

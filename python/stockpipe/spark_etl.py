@@ -337,6 +337,10 @@ def local_session(app: str = "stockpipe-etl", *, s3: Any = None, master: str = "
             builder = builder.config("spark.hadoop.fs.s3a.access.key", s3.access_key_id)
         if s3.secret_access_key:
             builder = builder.config("spark.hadoop.fs.s3a.secret.key", s3.secret_access_key)
+        if s3.session_token:
+            builder = builder.config("spark.hadoop.fs.s3a.session.token", s3.session_token)
+            provider = "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
+            builder = builder.config("spark.hadoop.fs.s3a.aws.credentials.provider", provider)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("STOCKPIPE_SPARK_LOG_LEVEL", "ERROR"))
     return spark

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from stockpipe import rules
-from stockpipe.config import LAKE_URI_EXPECTED, Config, is_lake_uri, load_config, s3_client
+from stockpipe.config import LAKE_URI_EXPECTED, Config, aws_error, is_lake_uri, load_config, s3_client
 from stockpipe.exceptions import ConfigError, WarehouseError
 
 __all__ = [
@@ -256,7 +256,7 @@ def _processed_files(cfg: Config, lake: str, date: str | None, since: str | None
                     if _selected(obj["Key"][len(key_base) - len(prefix) - 1 :], date, since):
                         out.append(_File(f"s3://{bucket}/{obj['Key']}", int(obj["Size"])))
         except (BotoCoreError, ClientError) as e:
-            raise WarehouseError(f"cannot list s3://{bucket}/{key_base}: {e}") from None
+            raise WarehouseError(f"cannot list s3://{bucket}/{key_base}: {aws_error(e)}") from None
         return sorted(out, key=lambda f: f.uri)
     raise ConfigError(f"--input {lake!r}: {LAKE_URI_EXPECTED}")
 
@@ -395,7 +395,7 @@ def _load_redshift(cfg: Config, target: _Target, lake: str, files: list[_File], 
     try:
         _s3(cfg).put_object(Bucket=bucket, Key=key, Body=body, ServerSideEncryption="AES256")
     except (BotoCoreError, ClientError) as e:
-        raise WarehouseError(f"cannot write the COPY manifest to s3://{bucket}/{key}: {e}") from None
+        raise WarehouseError(f"cannot write the COPY manifest to s3://{bucket}/{key}: {aws_error(e)}") from None
     statements = load_statements(
         schema=cfg.warehouse.schema, manifest=f"s3://{bucket}/{key}", iam_role=cfg.warehouse.iam_role or ""
     )
@@ -471,7 +471,13 @@ class RedshiftData:
         self.region = target.region or cfg.warehouse.region or cfg.s3.region
         self.target = target
         self.poll_s = cfg.warehouse.poll_seconds if poll_s is None else poll_s
-        self.client = client or boto3.client("redshift-data", region_name=self.region)
+        self.client = client or boto3.client(
+            "redshift-data",
+            region_name=self.region,
+            aws_access_key_id=cfg.s3.access_key_id,
+            aws_secret_access_key=cfg.s3.secret_access_key,
+            aws_session_token=cfg.s3.session_token,
+        )
 
     def _call(self, op: str, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
@@ -492,7 +498,7 @@ class RedshiftData:
                 )
             raise WarehouseError(msg) from None
         except BotoCoreError as e:
-            raise WarehouseError(f"Redshift Data API {op}: {e}") from None
+            raise WarehouseError(f"Redshift Data API {op}: {aws_error(e)}") from None
 
     def _where(self) -> dict[str, str]:
         return {"WorkgroupName": self.target.workgroup, "Database": self.target.database}

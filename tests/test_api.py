@@ -95,10 +95,17 @@ from stockpipe import Producer, Sink, load_config
 cfg = load_config(use_default_file=False)
 cfg.finnhub.ws_url, cfg.finnhub.api_key, cfg.finnhub.symbols = sys.argv[1], "any", ["AAPL"]
 sink = Sink(cfg)
-threading.Thread(target=lambda: print("producer acked", Producer(cfg).run().acked, flush=True), daemon=True).start()
-threading.Thread(target=lambda: print("sink wrote", sink.run().records_written, flush=True), daemon=True).start()
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\\n")  # one write: the threads' lines do not interleave
+    sys.stdout.flush()
+
+
+threading.Thread(target=lambda: say(f"producer acked {Producer(cfg).run().acked}"), daemon=True).start()
+threading.Thread(target=lambda: say(f"sink wrote {sink.run().records_written}"), daemon=True).start()
 time.sleep(6)
-print("main returns", flush=True)
+say("main returns")
 """
 
 

@@ -189,6 +189,13 @@ where
     F: Future<Output = Result<(), E>> + Send + 'static,
     E: Into<PyErr> + Send + 'static,
 {
+    if shutdown.is_triggered() {
+        // Stopped before it began (`StopHandle.stop()` ahead of the run): nothing to do, and no
+        // wait for the brokers cut short to report as an error.
+        let stats = snapshot_dict(py, std::slice::from_ref(metrics))?;
+        stats.set_item("interrupted", false)?;
+        return Ok(stats);
+    }
     let progress = Progress {
         callback: status,
         every: Duration::from_secs_f64(status_every_s),

@@ -37,6 +37,7 @@ def test_no_command_prints_a_secret(stack: Stack, tmp_path: Path) -> None:
     """Each command, verbose (-vv), on its error path: the canaries stay out of logs and errors."""
     env = canary_env(stack.env, 1)
     env["AWS_SECRET_ACCESS_KEY"] = f"{CANARY}-1-aws"  # wrong on purpose: S3 refuses it
+    env["AWS_SESSION_TOKEN"] = f"{CANARY}-1-session"
     raw = f"s3://{stack.state['bucket']}/canary"
     commands = [
         ["config", "show", "-vv"],

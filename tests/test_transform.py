@@ -463,5 +463,5 @@ def test_glue_commands_explain_missing_settings(tmp_path: Path) -> None:
     no_keys = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     no_keys.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
     done = cli("glue", "run", "--glue-endpoint-url", "http://127.0.0.1:9", env=no_keys, check=False)
-    assert done.returncode == 1 and "Unable to locate credentials" in done.stderr, done.stderr
+    assert done.returncode == 1 and "get_job: no AWS credentials: set AWS_ACCESS_KEY_ID" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

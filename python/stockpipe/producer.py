@@ -126,29 +126,18 @@ class Producer:
         seconds = duration if duration is not None else cfg.producer.duration
         every = max(cfg.producer.status_interval, 0.1)
         stop = self._stop
+
+        def call(run: Callable[..., Mapping[str, float]], **cap: int | None) -> Mapping[str, float]:
+            finnhub, kafka = cfg.section_json("finnhub"), json_kafka(cfg)
+            return run(finnhub, kafka, duration_s=seconds, status=status, status_every_s=every, stop=stop, **cap)
+
         try:
             with running(stop):
                 if cfg.producer.mode == "quotes":
                     # REST /quote snapshots into [kafka] quotes_topic; `trades` counts snapshots published.
-                    raw = _native.run_quotes(
-                        cfg.section_json("finnhub"),
-                        json_kafka(cfg),
-                        max_quotes=limit,
-                        duration_s=seconds,
-                        status=status,
-                        status_every_s=every,
-                        stop=stop,
-                    )
+                    raw = call(_native.run_quotes, max_quotes=limit)
                 else:
-                    raw = _native.run_producer(
-                        cfg.section_json("finnhub"),
-                        json_kafka(cfg),
-                        max_trades=limit,
-                        duration_s=seconds,
-                        status=status,
-                        status_every_s=every,
-                        stop=stop,
-                    )
+                    raw = call(_native.run_producer, max_trades=limit)
         finally:
             self._stop = _native.StopHandle()
         return ProducerStats.from_native(raw)

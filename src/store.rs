@@ -401,7 +401,6 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
     Ok(())
 }
 
-/// An S3 client for the configured endpoint, region and credentials.
 /// The key pair of `[s3]` (with its session token, for temporary credentials), when set; else
 /// the SDK's default chain applies (environment, profile, instance role).
 fn configured_credentials(cfg: &S3Config) -> Option<aws_sdk_s3::config::Credentials> {
@@ -415,6 +414,7 @@ fn configured_credentials(cfg: &S3Config) -> Option<aws_sdk_s3::config::Credenti
     ))
 }
 
+/// An S3 client for the configured endpoint, region and credentials.
 pub async fn s3_client(cfg: &S3Config) -> aws_sdk_s3::Client {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(cfg.region.clone()));

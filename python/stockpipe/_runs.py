@@ -58,3 +58,30 @@ def stop_all(timeout: float = EXIT_GRACE_S) -> int:
 
 
 atexit.register(stop_all)
+
+
+class Stoppable:
+    """A stage whose runs can be stopped from any thread (the producer, the sink)."""
+
+    def __init__(self) -> None:
+        from stockpipe import _native
+
+        self._stop = _native.StopHandle()
+
+    def stop(self) -> None:
+        """Asks the run in progress (or the next, if none is) to stop as on Ctrl-C: the producer flushes
+        what Kafka has not acknowledged, the sink writes what it holds and commits, and ``run`` returns.
+        Safe from any thread; returns at once."""
+        self._stop.stop()
+
+    @contextmanager
+    def _run(self) -> Iterator[StopHandle]:
+        """One run: its stop handle, registered for exit; the next run gets a fresh one."""
+        from stockpipe import _native
+
+        stop = self._stop
+        try:
+            with running(stop):
+                yield stop
+        finally:
+            self._stop = _native.StopHandle()

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from stockpipe.exceptions import ConfigError
 
@@ -619,6 +619,22 @@ def is_lake_uri(uri: str) -> bool:
     return uri.startswith("file://") and uri != "file://"
 
 
+class AwsCredentials(TypedDict):
+    aws_access_key_id: str | None
+    aws_secret_access_key: str | None
+    aws_session_token: str | None
+
+
+def aws_credentials(cfg: Config) -> AwsCredentials:
+    """The configured key pair and session token, as boto3 clients take them (``None``: boto3's
+    default chain)."""
+    return AwsCredentials(
+        aws_access_key_id=cfg.s3.access_key_id,
+        aws_secret_access_key=cfg.s3.secret_access_key,
+        aws_session_token=cfg.s3.session_token,
+    )
+
+
 def s3_client(cfg: Config) -> Any:
     """A boto3 S3 client for the ``[s3]`` settings (endpoint, region, keys, path-style)."""
     import boto3
@@ -628,9 +644,7 @@ def s3_client(cfg: Config) -> Any:
         "s3",
         region_name=cfg.s3.region,
         endpoint_url=cfg.s3.endpoint_url or None,
-        aws_access_key_id=cfg.s3.access_key_id,
-        aws_secret_access_key=cfg.s3.secret_access_key,
-        aws_session_token=cfg.s3.session_token,
+        **aws_credentials(cfg),
         config=BotoConfig(s3={"addressing_style": "path" if cfg.s3.force_path_style else "auto"}),
     )
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from stockpipe._runs import Stoppable
 from stockpipe._status import rate
 from stockpipe.config import Config
 
@@ -93,7 +94,7 @@ def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float
     )
 
 
-class Sink:
+class Sink(Stoppable):
     """Writes the trade topic to object storage with the Rust sink.
 
     Args:
@@ -106,10 +107,8 @@ class Sink:
     """
 
     def __init__(self, config: Config) -> None:
-        from stockpipe import _native
-
+        super().__init__()
         self.config = config
-        self._stop = _native.StopHandle()
 
     def run(
         self,
@@ -119,29 +118,19 @@ class Sink:
     ) -> SinkStats:
         """Runs until ``duration`` elapses, :meth:`stop`, or Ctrl-C / SIGTERM, then writes what it holds."""
         from stockpipe import _native
-        from stockpipe._runs import running
 
         cfg = self.config
-        stop = self._stop
-        try:
-            with running(stop):
-                raw = _native.run_sink(
-                    json.dumps(dataclasses.asdict(cfg.kafka)),
-                    cfg.section_json("sink", only=RUST_SINK_KEYS),
-                    cfg.section_json("s3"),
-                    duration_s=duration if duration is not None else cfg.sink.duration,
-                    status=status,
-                    status_every_s=max(cfg.sink.status_interval, 0.1),
-                    stop=stop,
-                )
-        finally:
-            self._stop = _native.StopHandle()
+        with self._run() as stop:
+            raw = _native.run_sink(
+                json.dumps(dataclasses.asdict(cfg.kafka)),
+                cfg.section_json("sink", only=RUST_SINK_KEYS),
+                cfg.section_json("s3"),
+                duration_s=duration if duration is not None else cfg.sink.duration,
+                status=status,
+                status_every_s=max(cfg.sink.status_interval, 0.1),
+                stop=stop,
+            )
         return SinkStats.from_native(raw)
-
-    def stop(self) -> None:
-        """Asks the run in progress (or the next, if none is) to stop as on Ctrl-C: it writes what it
-        holds, commits, and :meth:`run` returns. Safe from any thread; returns at once."""
-        self._stop.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

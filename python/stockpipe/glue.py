@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stockpipe import __version__, rules
-from stockpipe.config import Config, aws_error, s3_client
+from stockpipe.config import Config, aws_credentials, aws_error, s3_client
 from stockpipe.exceptions import ConfigError, StockpipeError
 
 __all__ = ["GlueError", "Plan", "deploy", "processed_columns", "run", "setup"]
@@ -97,9 +97,7 @@ def _client(cfg: Config, service: str) -> Any:
         "glue",
         region_name=cfg.glue.region,
         endpoint_url=cfg.glue.endpoint_url or None,
-        aws_access_key_id=cfg.s3.access_key_id,
-        aws_secret_access_key=cfg.s3.secret_access_key,
-        aws_session_token=cfg.s3.session_token,
+        **aws_credentials(cfg),
     )
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from stockpipe._runs import Stoppable
 from stockpipe._status import rate
 from stockpipe.config import Config
 
@@ -88,7 +89,7 @@ def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float
     )
 
 
-class Producer:
+class Producer(Stoppable):
     """Streams trades into Kafka with the Rust ingest client.
 
     Args:
@@ -101,10 +102,8 @@ class Producer:
     """
 
     def __init__(self, config: Config) -> None:
-        from stockpipe import _native
-
+        super().__init__()
         self.config = config
-        self._stop = _native.StopHandle()
 
     def run(
         self,
@@ -119,33 +118,23 @@ class Producer:
             The counters of the run; ``acked`` trades are durable in Kafka.
         """
         from stockpipe import _native
-        from stockpipe._runs import running
 
         cfg = self.config
         limit = max_messages if max_messages is not None else cfg.producer.max_messages
         seconds = duration if duration is not None else cfg.producer.duration
         every = max(cfg.producer.status_interval, 0.1)
-        stop = self._stop
+        with self._run() as stop:
 
-        def call(run: Callable[..., Mapping[str, float]], **cap: int | None) -> Mapping[str, float]:
-            finnhub, kafka = cfg.section_json("finnhub"), json_kafka(cfg)
-            return run(finnhub, kafka, duration_s=seconds, status=status, status_every_s=every, stop=stop, **cap)
+            def call(run: Callable[..., Mapping[str, float]], **cap: int | None) -> Mapping[str, float]:
+                finnhub, kafka = cfg.section_json("finnhub"), json_kafka(cfg)
+                return run(finnhub, kafka, duration_s=seconds, status=status, status_every_s=every, stop=stop, **cap)
 
-        try:
-            with running(stop):
-                if cfg.producer.mode == "quotes":
-                    # REST /quote snapshots into [kafka] quotes_topic; `trades` counts snapshots published.
-                    raw = call(_native.run_quotes, max_quotes=limit)
-                else:
-                    raw = call(_native.run_producer, max_trades=limit)
-        finally:
-            self._stop = _native.StopHandle()
+            if cfg.producer.mode == "quotes":
+                # REST /quote snapshots into [kafka] quotes_topic; `trades` counts snapshots published.
+                raw = call(_native.run_quotes, max_quotes=limit)
+            else:
+                raw = call(_native.run_producer, max_trades=limit)
         return ProducerStats.from_native(raw)
-
-    def stop(self) -> None:
-        """Asks the run in progress (or the next, if none is) to stop as on Ctrl-C: it flushes what
-        Kafka has not yet acknowledged, and :meth:`run` returns. Safe from any thread; returns at once."""
-        self._stop.stop()
 
 
 def json_kafka(cfg: Config) -> str:

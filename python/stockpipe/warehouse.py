@@ -36,7 +36,15 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from stockpipe import rules
-from stockpipe.config import LAKE_URI_EXPECTED, Config, aws_error, is_lake_uri, load_config, s3_client
+from stockpipe.config import (
+    LAKE_URI_EXPECTED,
+    Config,
+    aws_credentials,
+    aws_error,
+    is_lake_uri,
+    load_config,
+    s3_client,
+)
 from stockpipe.exceptions import ConfigError, WarehouseError
 
 __all__ = [
@@ -471,13 +479,7 @@ class RedshiftData:
         self.region = target.region or cfg.warehouse.region or cfg.s3.region
         self.target = target
         self.poll_s = cfg.warehouse.poll_seconds if poll_s is None else poll_s
-        self.client = client or boto3.client(
-            "redshift-data",
-            region_name=self.region,
-            aws_access_key_id=cfg.s3.access_key_id,
-            aws_secret_access_key=cfg.s3.secret_access_key,
-            aws_session_token=cfg.s3.session_token,
-        )
+        self.client = client or boto3.client("redshift-data", region_name=self.region, **aws_credentials(cfg))
 
     def _call(self, op: str, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError

@@ -87,6 +87,25 @@ pub struct SinkConfig {
     pub max_buffered_records: usize,
 }
 
+impl SinkConfig {
+    /// The batch policy's limits must each close a batch: above zero, and a finite age.
+    pub fn check(&self) -> Result<(), String> {
+        let counts = [
+            ("batch_size", self.batch_size),
+            ("batch_bytes", self.batch_bytes),
+            ("max_buffered_records", self.max_buffered_records),
+        ];
+        if let Some((key, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(format!("{key} = 0: must be greater than zero"));
+        }
+        let age = self.batch_seconds;
+        if !(age.is_finite() && age > 0.0) {
+            return Err(format!("batch_seconds = {age}: must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
 /// `[s3]`: how to reach the object store.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,5 +144,52 @@ impl KafkaConfig {
             .into_iter()
             .filter_map(|s| s.as_deref())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(overrides: serde_json::Value) -> SinkConfig {
+        let mut base = serde_json::json!({
+            "output": "file:///tmp/x", "raw_prefix": "raw.data", "batch_size": 100,
+            "batch_seconds": 10.0, "batch_bytes": 1 << 20, "gzip": false, "sse": "none",
+            "max_buffered_records": 100_000,
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn a_batch_policy_that_never_closes_a_batch_is_refused() {
+        assert_eq!(sink(serde_json::json!({})).check(), Ok(()));
+        for (overrides, expected) in [
+            (serde_json::json!({"batch_size": 0}), "batch_size = 0"),
+            (serde_json::json!({"batch_bytes": 0}), "batch_bytes = 0"),
+            (
+                serde_json::json!({"max_buffered_records": 0}),
+                "max_buffered_records = 0",
+            ),
+            (
+                serde_json::json!({"batch_seconds": -1.0}),
+                "batch_seconds = -1",
+            ),
+            (
+                serde_json::json!({"batch_seconds": 0.0}),
+                "batch_seconds = 0",
+            ),
+        ] {
+            let err = sink(overrides).check().unwrap_err();
+            assert!(err.starts_with(expected), "{expected}: {err}");
+        }
+        let mut infinite = sink(serde_json::json!({}));
+        infinite.batch_seconds = f64::INFINITY;
+        assert!(infinite
+            .check()
+            .unwrap_err()
+            .starts_with("batch_seconds = inf"));
     }
 }

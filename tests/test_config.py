@@ -53,7 +53,6 @@ def test_seed_layout_loads_and_finnhub_env_alias(tmp_path: Path) -> None:
         ({"STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS": "localhost"}, "[kafka] bootstrap_servers"),
         ({"STOCKPIPE_KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.pem"}, "ssl_ca_location"),
         ({"STOCKPIPE_KAFKA_NOPE": "1"}, "unknown key [kafka] nope (from env STOCKPIPE_KAFKA_NOPE)"),
-        ({"STOCKPIPE_SINK_BATCH_SECONDS": "soon"}, "[sink] batch_seconds = 'soon'"),
         (
             {"STOCKPIPE_SIMULATE_RATE": "-5"},
             "[simulate] rate = -5.0 (from env STOCKPIPE_SIMULATE_RATE): must be greater",
@@ -70,6 +69,39 @@ def test_seed_layout_loads_and_finnhub_env_alias(tmp_path: Path) -> None:
         ({"STOCKPIPE_SIMULATE_DISCONNECT_KINDS": "clean,sudden"}, "[simulate] disconnect_kinds"),
         ({"STOCKPIPE_SIMULATE_PORT": "70000"}, "[simulate] port = 70000"),
         ({"STOCKPIPE_SIMULATE_REJECT_STATUS": "200"}, "expected an HTTP error status"),
+        (
+            {"STOCKPIPE_SINK_BATCH_SECONDS": "nan"},
+            "[sink] batch_seconds = 'nan' (from env STOCKPIPE_SINK_BATCH_SECONDS)",
+        ),
+        (
+            {"STOCKPIPE_SINK_BATCH_SECONDS": "1e400"},
+            "[sink] batch_seconds = '1e400' (from env STOCKPIPE_SINK_BATCH_SECONDS): expected a finite number",
+        ),
+        (
+            {"STOCKPIPE_SINK_BATCH_SECONDS": "soon"},
+            "batch_seconds = 'soon' (from env STOCKPIPE_SINK_BATCH_SECONDS): expected a number",
+        ),
+        (
+            {"STOCKPIPE_KAFKA_LINGER_MS": "2.5"},
+            "[kafka] linger_ms = '2.5' (from env STOCKPIPE_KAFKA_LINGER_MS): expected a whole number",
+        ),
+        (
+            {"STOCKPIPE_KAFKA_LINGER_MS": "-1"},
+            "[kafka] linger_ms = -1 (from env STOCKPIPE_KAFKA_LINGER_MS): must not be negative",
+        ),
+        ({"STOCKPIPE_FINNHUB_DEDUPE_WINDOW_MS": "-1"}, "[finnhub] dedupe_window_ms = -1"),
+        ({"STOCKPIPE_SIMULATE_SEED": "-1"}, "[simulate] seed = -1"),
+        ({"STOCKPIPE_PRODUCER_STATUS_INTERVAL": "-1"}, "[producer] status_interval = -1.0"),
+        (
+            {"STOCKPIPE_FINNHUB_BACKOFF_INITIAL_S": "-1"},
+            "backoff_initial_s = -1.0 (from env STOCKPIPE_FINNHUB_BACKOFF_INITIAL_S): must be greater than zero",
+        ),
+        ({"STOCKPIPE_FINNHUB_SILENCE_TIMEOUT_S": "0"}, "[finnhub] silence_timeout_s = 0.0"),
+        (
+            {"STOCKPIPE_FINNHUB_BACKOFF_MAX_S": "0.5"},
+            "backoff_max_s = 0.5 (from env STOCKPIPE_FINNHUB_BACKOFF_MAX_S): must be at least backoff_initial_s",
+        ),
+        ({"STOCKPIPE_DEV_S3_PORT": "0"}, "[dev] s3_port = 0"),
     ],
 )
 def test_bad_values_name_key_and_source(env: dict[str, str], needle: str) -> None:
@@ -187,3 +219,26 @@ def test_repr_of_config_is_redacted() -> None:
     cfg = load_config(env={"FINNHUB_API_KEY": CANARY}, use_default_file=False)
     assert CANARY not in repr(cfg)
     assert CANARY in cfg.secrets()
+
+
+def test_every_number_set_from_python_is_checked_again_when_a_stage_runs() -> None:
+    from stockpipe import Producer, Sink
+
+    cfg = load_config(env={"FINNHUB_API_KEY": "k"}, use_default_file=False)
+    cfg.finnhub.silence_timeout_s = float("nan")
+    with pytest.raises(ConfigError, match=r"\[finnhub\] silence_timeout_s = nan \(from default\): expected a finite"):
+        Producer(cfg).run()
+    cfg = load_config(env={}, use_default_file=False)
+    cfg.sink.batch_size = -1
+    with pytest.raises(ConfigError, match=r"\[sink\] batch_size = -1 .*must be greater than zero"):
+        Sink(cfg).run()
+
+
+@pytest.mark.parametrize("duration", [float("inf"), float("nan"), -1.0])
+def test_a_run_length_that_is_no_duration_is_refused_before_anything_starts(duration: float) -> None:
+    from stockpipe import Producer, Sink
+
+    cfg = load_config(env={"FINNHUB_API_KEY": "k"}, use_default_file=False)
+    for stage in (Producer(cfg), Sink(cfg)):
+        with pytest.raises(ConfigError, match=r"duration_s = .*: expected a finite, non-negative number of seconds"):
+            stage.run(duration=duration)

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from stockpipe.config import Config, validate
+
 if TYPE_CHECKING:
     from stockpipe._native import StopHandle
 
@@ -63,9 +65,10 @@ atexit.register(stop_all)
 class Stoppable:
     """A stage whose runs can be stopped from any thread (the producer, the sink)."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Config) -> None:
         from stockpipe import _native
 
+        self.config = config
         self._stop = _native.StopHandle()
 
     def stop(self) -> None:
@@ -76,9 +79,12 @@ class Stoppable:
 
     @contextmanager
     def _run(self) -> Iterator[StopHandle]:
-        """One run: its stop handle, registered for exit; the next run gets a fresh one."""
+        """One run: its stop handle, registered for exit; the next run gets a fresh one.
+
+        The configuration is checked again first: it may have been changed since it was loaded."""
         from stockpipe import _native
 
+        validate(self.config)
         stop = self._stop
         try:
             with running(stop):

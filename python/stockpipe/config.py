@@ -19,6 +19,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import json
+import math
 import os
 import stat
 import sys
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
+from urllib.parse import urlsplit
 
 from stockpipe.exceptions import ConfigError
 
@@ -367,9 +369,9 @@ def coerce(section: str, f: dataclasses.Field[Any], raw: Any, source: str) -> An
         return None
     try:
         if kind.startswith("int"):
-            return int(text)
+            return _whole(text)
         if kind.startswith("float"):
-            return float(text)
+            return _finite(text)
         if kind.startswith("bool"):
             lowered = text.lower()
             if lowered in ("1", "true", "yes", "on"):
@@ -390,6 +392,23 @@ def coerce(section: str, f: dataclasses.Field[Any], raw: Any, source: str) -> An
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return text
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
 
 
 def _show(f: dataclasses.Field[Any], raw: Any) -> str:
@@ -520,8 +539,48 @@ def _fail(cfg: Config, section: str, key: str, message: str) -> None:
     raise ConfigError(f"[{section}] {key} = {_show(f, value)} (from {cfg.sources[(section, key)]}): {message}")
 
 
+#: Settings that must be above zero (every other number must not be negative).
+POSITIVE = {
+    ("sink", "batch_size"),
+    ("sink", "batch_seconds"),
+    ("sink", "batch_bytes"),
+    ("sink", "max_buffered_records"),
+    ("finnhub", "max_symbols"),
+    ("finnhub", "max_frame_bytes"),
+    ("finnhub", "quotes_per_minute"),
+    ("finnhub", "backoff_initial_s"),
+    ("finnhub", "backoff_max_s"),
+    ("finnhub", "stable_after_s"),
+    ("finnhub", "silence_timeout_s"),
+    ("kafka", "batch_size_bytes"),
+    ("simulate", "trades_per_frame"),
+    ("simulate", "rate"),
+    ("simulate", "ping_interval_s"),
+    ("simulate", "max_symbols"),
+    ("simulate", "rest_per_minute"),
+    ("simulate", "rest_per_second"),
+    ("dev", "brokers"),
+    ("transform", "rows_per_file"),
+    ("glue", "workers"),
+    ("glue", "poll_seconds"),
+    ("warehouse", "poll_seconds"),
+}
+
+
 def validate(cfg: Config) -> None:
     """Checks values whose type alone does not make them valid."""
+    # Values set from Python skip `coerce`; no number here is meaningful negative or infinite.
+    for section in SECTIONS:
+        for f in fields_of(section):
+            value = getattr(getattr(cfg, section), f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if not math.isfinite(value):
+                _fail(cfg, section, f.name, "expected a finite number")
+            if (section, f.name) in POSITIVE and value <= 0:
+                _fail(cfg, section, f.name, "must be greater than zero")
+            if value < 0:
+                _fail(cfg, section, f.name, "must not be negative")
     for server in cfg.kafka.bootstrap_servers.split(","):
         host, sep, port = server.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -535,39 +594,8 @@ def validate(cfg: Config) -> None:
             _fail(cfg, "kafka", key, "file is missing or unreadable")
     if cfg.kafka.compression not in ("none", "gzip", "snappy", "lz4", "zstd"):
         _fail(cfg, "kafka", "compression", "expected none, gzip, snappy, lz4 or zstd")
-    positive = [
-        ("sink", "batch_size"),
-        ("sink", "batch_seconds"),
-        ("sink", "batch_bytes"),
-        ("sink", "max_buffered_records"),
-        ("finnhub", "max_symbols"),
-        ("finnhub", "max_frame_bytes"),
-        ("simulate", "trades_per_frame"),
-        ("simulate", "rate"),
-        ("simulate", "ping_interval_s"),
-        ("simulate", "max_symbols"),
-        ("simulate", "rest_per_minute"),
-        ("simulate", "rest_per_second"),
-        ("dev", "brokers"),
-        ("transform", "rows_per_file"),
-        ("glue", "workers"),
-        ("glue", "poll_seconds"),
-        ("warehouse", "poll_seconds"),
-    ]
-    for section, key in positive:
-        if getattr(getattr(cfg, section), key) <= 0:
-            _fail(cfg, section, key, "must be greater than zero")
-    optional = [
-        ("producer", "duration"),
-        ("producer", "max_messages"),
-        ("sink", "duration"),
-        ("simulate", "duration_s"),
-        ("simulate", "max_trades"),
-    ]
-    for section, key in optional:
-        value = getattr(getattr(cfg, section), key)
-        if value is not None and value < 0:
-            _fail(cfg, section, key, "must not be negative")
+    if cfg.finnhub.backoff_max_s < cfg.finnhub.backoff_initial_s:
+        _fail(cfg, "finnhub", "backoff_max_s", "must be at least backoff_initial_s")
     if cfg.simulate.disconnect_every_s is not None and cfg.simulate.disconnect_every_s <= 0:
         _fail(cfg, "simulate", "disconnect_every_s", "must be greater than zero")
     for key in ("duplicate_rate", "out_of_order_rate", "malformed_rate"):
@@ -583,6 +611,9 @@ def validate(cfg: Config) -> None:
         _fail(cfg, "simulate", "reject_status", "expected an HTTP error status (400-599)")
     if cfg.dev.brokers not in (1, 3):
         _fail(cfg, "dev", "brokers", "expected 1 or 3")
+    for key in ("kafka_port", "s3_port"):
+        if not 0 < getattr(cfg.dev, key) < 65536:
+            _fail(cfg, "dev", key, "expected a port (1-65535)")
     if cfg.sink.sse not in ("AES256", "aws:kms", "none"):
         _fail(cfg, "sink", "sse", "expected AES256, aws:kms or none")
     if cfg.transform.sse not in ("AES256", "none"):
@@ -597,8 +628,8 @@ def validate(cfg: Config) -> None:
         _fail(cfg, "glue", "lake", "expected s3://bucket/prefix")
     if cfg.warehouse.format not in ("table", "csv", "json"):
         _fail(cfg, "warehouse", "format", "expected table, csv or json")
-    if not cfg.warehouse.warehouse.startswith(("duckdb://", "redshift://")):
-        _fail(cfg, "warehouse", "warehouse", "expected duckdb:///path or redshift://WORKGROUP/DATABASE")
+    if problem := warehouse_uri_problem(cfg.warehouse.warehouse):
+        _fail(cfg, "warehouse", "warehouse", problem)
     if cfg.transform.engine not in ("rust", "spark"):
         _fail(cfg, "transform", "engine", "expected rust or spark")
     lakes = [("sink", "output"), ("transform", "input"), ("transform", "output"), ("warehouse", "input")]
@@ -609,6 +640,18 @@ def validate(cfg: Config) -> None:
 
 
 LAKE_URI_EXPECTED = "expected s3://bucket/prefix or file:///path"
+
+
+def warehouse_uri_problem(uri: str) -> str | None:
+    """What is wrong with a ``[warehouse] warehouse`` URI, or None when it names a warehouse."""
+    if uri.startswith("duckdb://"):
+        return None if uri[len("duckdb://") :] else "expected duckdb:///path/file.duckdb"
+    if uri.startswith("redshift://"):
+        u = urlsplit(uri)
+        if u.hostname and u.path.strip("/"):
+            return None
+        return "expected redshift://WORKGROUP/DATABASE or redshift://USER:PASSWORD@HOST:PORT/DATABASE"
+    return "expected duckdb:///path or redshift://WORKGROUP/DATABASE"
 
 
 def is_lake_uri(uri: str) -> bool:

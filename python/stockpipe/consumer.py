@@ -107,8 +107,7 @@ class Sink(Stoppable):
     """
 
     def __init__(self, config: Config) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
 
     def run(
         self,

@@ -102,8 +102,7 @@ class Producer(Stoppable):
     """
 
     def __init__(self, config: Config) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
 
     def run(
         self,

@@ -44,6 +44,7 @@ from stockpipe.config import (
     is_lake_uri,
     load_config,
     s3_client,
+    warehouse_uri_problem,
 )
 from stockpipe.exceptions import ConfigError, WarehouseError
 
@@ -188,34 +189,25 @@ class _Target:
 
 
 def _target(uri: str) -> _Target:
+    if problem := warehouse_uri_problem(uri):
+        raise ConfigError(f"[warehouse] warehouse = {_redact_uri(uri)!r}: {problem}")
     if uri.startswith("duckdb://"):
-        path = uri[len("duckdb://") :]
-        if not path:
-            raise ConfigError(f"[warehouse] warehouse = {uri!r}: expected duckdb:///path/file.duckdb")
-        return _Target("duckdb", path=path)
-    if uri.startswith("redshift://"):
-        u = urlsplit(uri)
-        database = u.path.strip("/")
-        region = parse_qs(u.query).get("region", [None])[0]
-        if not u.hostname or not database:
-            raise ConfigError(
-                f"[warehouse] warehouse = {_redact_uri(uri)!r}: expected redshift://WORKGROUP/DATABASE "
-                "or redshift://USER:PASSWORD@HOST:PORT/DATABASE"
-            )
-        if u.username:
-            return _Target(
-                "redshift-direct",
-                database=database,
-                host=u.hostname,
-                port=u.port or 5439,
-                user=unquote(u.username),
-                password=unquote(u.password or ""),
-                region=region,
-            )
-        return _Target("redshift-data", workgroup=u.hostname, database=database, region=region)
-    raise ConfigError(
-        f"[warehouse] warehouse = {_redact_uri(uri)!r}: expected duckdb:///path or redshift://WORKGROUP/DATABASE"
-    )
+        return _Target("duckdb", path=uri[len("duckdb://") :])
+    u = urlsplit(uri)
+    database = u.path.strip("/")
+    region = parse_qs(u.query).get("region", [None])[0]
+    host = u.hostname or ""  # present: checked above
+    if u.username:
+        return _Target(
+            "redshift-direct",
+            database=database,
+            host=host,
+            port=u.port or 5439,
+            user=unquote(u.username),
+            password=unquote(u.password or ""),
+            region=region,
+        )
+    return _Target("redshift-data", workgroup=host, database=database, region=region)
 
 
 def _redact_uri(uri: str) -> str:

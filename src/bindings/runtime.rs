@@ -163,16 +163,26 @@ pub fn parse_section<T: serde::de::DeserializeOwned>(section: &str, json: &str) 
     serde_json::from_str(json).map_err(|e| super::errors::config_error(format!("[{section}] {e}")))
 }
 
+/// `value` seconds as a duration, or a `ConfigError` naming `what` (negative, NaN, infinite).
+pub fn seconds(what: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        super::errors::config_error(format!(
+            "{what} = {value}: expected a finite, non-negative number of seconds"
+        ))
+    })
+}
+
 /// Triggers `shutdown` after `seconds`, when given.
-pub fn stop_after(shutdown: &Shutdown, seconds: Option<f64>) {
+pub fn stop_after(shutdown: &Shutdown, seconds: Option<f64>) -> PyResult<()> {
     if let Some(s) = seconds {
-        let s = Duration::from_secs_f64(s.max(0.0));
+        let s = self::seconds("duration_s", s)?;
         let shutdown = shutdown.clone();
         rt().spawn(async move {
             tokio::time::sleep(s).await;
             shutdown.trigger();
         });
     }
+    Ok(())
 }
 
 /// Runs one stage to completion (see [`wait_for`]) and returns its counters as a dict, with
@@ -198,7 +208,7 @@ where
     }
     let progress = Progress {
         callback: status,
-        every: Duration::from_secs_f64(status_every_s),
+        every: seconds("status_every_s", status_every_s)?,
         metrics: vec![metrics.clone()],
     };
     let (result, interrupted) = wait_for(py, fut, shutdown, &progress)?;

@@ -38,7 +38,7 @@ pub fn run_sink<'py>(
     let s3cfg: S3Config = parse("s3", s3_json)?;
     let metrics = Metrics::new(crate::sink::COUNTERS);
     let shutdown = shutdown_of(stop.as_ref());
-    stop_after(&shutdown, duration_s);
+    stop_after(&shutdown, duration_s)?;
     let fut = {
         let (metrics, shutdown, handle) =
             (metrics.clone(), shutdown.clone(), rt().handle().clone());

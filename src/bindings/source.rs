@@ -2,8 +2,8 @@
 
 use super::errors::py_error;
 use super::runtime::{
-    parse_section as parse, rt, run_stage, shutdown_of, snapshot_dict, stop_after, wait_for,
-    Progress, StopHandle,
+    parse_section as parse, rt, run_stage, seconds, shutdown_of, snapshot_dict, stop_after,
+    wait_for, Progress, StopHandle,
 };
 use crate::config::{FinnhubConfig, KafkaConfig};
 use crate::kafka::{ensure_topics as ensure, TradeProducer};
@@ -56,7 +56,8 @@ pub fn run_producer<'py>(
     names.extend_from_slice(crate::kafka::producer::COUNTERS);
     let metrics = Metrics::new(&names);
     let shutdown = shutdown_of(stop.as_ref());
-    stop_after(&shutdown, duration_s);
+    stop_after(&shutdown, duration_s)?;
+    let flush = seconds("flush_timeout_s", flush_timeout_s)?;
     let producer = py.detach(|| TradeProducer::new(&kcfg, metrics.clone()))?;
     let producer = Arc::new(producer.stopping_on(&shutdown));
     let fut = {
@@ -70,7 +71,6 @@ pub fn run_producer<'py>(
             let _ = shutdown.or(warm_up).await;
             let result =
                 source::run_ingest(&fcfg, producer.clone(), metrics, shutdown, max_trades).await;
-            let flush = Duration::from_secs_f64(flush_timeout_s);
             let flushed = tokio::task::spawn_blocking(move || producer.flush(flush)).await;
             result?;
             if let Ok(Err(e)) = flushed {
@@ -107,7 +107,7 @@ pub fn run_quotes<'py>(
     names.extend_from_slice(source::quotes::COUNTERS);
     let metrics = Metrics::new(&names);
     let shutdown = shutdown_of(stop.as_ref());
-    stop_after(&shutdown, duration_s);
+    stop_after(&shutdown, duration_s)?;
     let producer = py.detach(|| TradeProducer::new(&kcfg, metrics.clone()))?;
     let producer = Arc::new(
         producer
@@ -156,7 +156,7 @@ pub fn run_simulator<'py>(
     let metrics = sim.metrics.clone();
     let progress = Progress {
         callback: status,
-        every: Duration::from_secs_f64(status_every_s),
+        every: seconds("status_every_s", status_every_s)?,
         metrics: vec![metrics.clone()],
     };
     let (_, interrupted) = wait_for(py, sim.wait(), &shutdown, &progress)?;
@@ -175,7 +175,7 @@ pub fn ensure_topics<'py>(
     timeout_s: f64,
 ) -> PyResult<Bound<'py, PyList>> {
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
-    let timeout = Duration::from_secs_f64(timeout_s);
+    let timeout = seconds("timeout_s", timeout_s)?;
     // Ctrl-C (or SIGTERM through the CLI) ends the wait for brokers that do not answer.
     let shutdown = Shutdown::new();
     let fut = {
@@ -232,6 +232,6 @@ pub fn cluster_brokers(
     timeout_s: f64,
 ) -> PyResult<Vec<(i32, String, i32)>> {
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
-    let timeout = Duration::from_secs_f64(timeout_s);
+    let timeout = seconds("timeout_s", timeout_s)?;
     Ok(py.detach(|| crate::kafka::cluster_brokers(&kcfg, timeout))?)
 }

@@ -7,7 +7,7 @@ use super::claims::{self, Claim, Claimed, Resume};
 use super::encode::{self, Day, Line};
 use super::fetch::{Fetch, Record, Route};
 use super::partition::{Batch, PartitionState, Policy};
-use super::Result;
+use super::{Error, Result};
 use crate::config::{KafkaConfig, S3Config, SinkConfig};
 use crate::kafka::config::{client_config, Role};
 use crate::kafka::TradeProducer;
@@ -221,6 +221,7 @@ pub fn run_sink(
     shutdown: Shutdown,
     rt: Handle,
 ) -> Result<()> {
+    scfg.check().map_err(Error::Other)?;
     let encryption = Encryption::from_config(&scfg.sse, scfg.sse_kms_key_id.as_deref());
     // A stop while the store does not answer yet ends the sink here: nothing was read.
     let Some(store) = rt.block_on(shutdown.or(Store::open(&scfg.output, s3, encryption))) else {

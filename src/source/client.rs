@@ -65,6 +65,30 @@ pub fn validate(cfg: &FinnhubConfig) -> Result<()> {
     if cfg.symbols.is_empty() {
         return Err(Error::Other("no symbols configured".into()));
     }
+    let periods = [
+        ("backoff_initial_s", cfg.backoff_initial_s, 0.0),
+        ("backoff_max_s", cfg.backoff_max_s, cfg.backoff_initial_s),
+        ("stable_after_s", cfg.stable_after_s, 0.0),
+        ("silence_timeout_s", cfg.silence_timeout_s, 0.0),
+    ];
+    for (key, value, floor) in periods {
+        if !(value.is_finite() && value > 0.0 && value >= floor) {
+            return Err(Error::Other(format!(
+                "{key} = {value}: expected seconds above zero{}",
+                if floor > 0.0 {
+                    " and at least backoff_initial_s"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    let floor = cfg.rate_limited_backoff_s;
+    if !(floor.is_finite() && floor >= 0.0) {
+        return Err(Error::Other(format!(
+            "rate_limited_backoff_s = {floor}: must not be negative"
+        )));
+    }
     connection_url(cfg).map(|_| ())
 }
 
@@ -375,5 +399,29 @@ mod tests {
     fn more_symbols_than_the_plan_fails_before_connecting() {
         let err = validate(&cfg("ws://127.0.0.1:9/", None, 51)).unwrap_err();
         assert!(err.to_string().contains("51 symbols"), "{err}");
+    }
+
+    #[test]
+    fn periods_that_would_panic_a_timer_fail_before_connecting() {
+        assert!(validate(&cfg("ws://127.0.0.1:9/", None, 1)).is_ok());
+        type Set = fn(&mut FinnhubConfig);
+        let bad: [(&str, Set); 6] = [
+            ("backoff_initial_s = -1", |c| c.backoff_initial_s = -1.0),
+            ("backoff_max_s = 0.5", |c| c.backoff_max_s = 0.5),
+            ("stable_after_s = NaN", |c| c.stable_after_s = f64::NAN),
+            ("silence_timeout_s = inf", |c| {
+                c.silence_timeout_s = f64::INFINITY
+            }),
+            ("silence_timeout_s = 0", |c| c.silence_timeout_s = 0.0),
+            ("rate_limited_backoff_s = -2", |c| {
+                c.rate_limited_backoff_s = -2.0
+            }),
+        ];
+        for (expected, set) in bad {
+            let mut c = cfg("ws://127.0.0.1:9/", None, 1);
+            set(&mut c);
+            let err = validate(&c).unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
     }
 }

@@ -138,6 +138,11 @@ def test_loading_the_same_parquet_twice_keeps_the_row_count(tmp_path: Path) -> N
     assert json.loads(out) == {"n": raw.clean}
     csv = cli("query", "vwap", "--warehouse", db, "--format", "csv").stdout.splitlines()
     assert csv[0] == "symbol,day,vwap,avg_price,volume,trades" and len(csv) > 2
+    for statement in ("drop table stock_prices", "delete from stock_prices"):
+        refused = cli("query", statement, "--warehouse", db, check=False)
+        assert refused.returncode == 1 and "read-only mode" in refused.stderr, refused.stderr
+    out = cli("query", "select count(*) as n from stock_prices", "--warehouse", db, "--format", "json").stdout
+    assert json.loads(out) == {"n": raw.clean}
 
 
 def test_query_and_load_errors_are_one_line(tmp_path: Path) -> None:

@@ -145,7 +145,8 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     from stockpipe.warehouse import ANALYTICS
 
     text = "run an analytics query (by name) or any SQL in the Redshift dialect against the warehouse"
-    p = sub.add_parser("query", help=text, description=text, epilog=f"queries: {', '.join(ANALYTICS)}")
+    more = "DuckDB is opened read-only: statements that change it are refused (stockpipe load writes it)."
+    p = sub.add_parser("query", help=text, description=f"{text}. {more}", epilog=f"queries: {', '.join(ANALYTICS)}")
     p.add_argument("sql", metavar="NAME|SQL", help="a query name (see below) or SQL text")
     _add_sections(p, ["warehouse", "s3"])
     p.set_defaults(handler=cmd_query)

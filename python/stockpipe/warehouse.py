@@ -303,12 +303,13 @@ def load(
     return _load_redshift(cfg, target, lake, files, redshift_data_client)
 
 
-def _duckdb(target: _Target) -> Any:
+def _duckdb(target: _Target, *, read_only: bool = False) -> Any:
     import duckdb
 
-    if target.path != ":memory:":
+    in_memory = target.path == ":memory:"
+    if not in_memory:
         Path(target.path).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(target.path)
+    con = duckdb.connect(target.path, read_only=read_only and not in_memory)
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -574,7 +575,8 @@ def query(sql_or_name: str, warehouse: str | None = None, *, config: Config | No
 
         if target.path != ":memory:" and not Path(target.path).exists():
             raise ConfigError(f"no DuckDB warehouse at {target.path}: run stockpipe load first")
-        con = _duckdb(target)
+        # Analytics only read: a stray DROP or DELETE cannot touch the loaded rows.
+        con = _duckdb(target, read_only=True)
         try:
             cur = con.execute(_transpile(text, "duckdb"))
             return Result([d[0] for d in cur.description], [tuple(r) for r in cur.fetchall()])

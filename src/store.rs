@@ -62,6 +62,15 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// Why [`Store::probe`] failed.
+#[derive(Debug)]
+pub enum Probe {
+    /// The server answered and refused (its reason): retrying will not help.
+    Refused(String),
+    /// No answer, or a server error (why): it may answer later.
+    Unreachable(String),
+}
+
 /// A place objects are written to: a bucket or a directory, plus a key prefix.
 #[derive(Clone)]
 pub enum Store {
@@ -284,6 +293,45 @@ impl Store {
                 out.sort_by(|a, b| a.key.cmp(&b.key));
                 Ok(out)
             }
+        }
+    }
+
+    /// Asks the store whether it will take requests, before any are needed. `Err(Refused)`
+    /// means it never will as configured (no such bucket, credentials or access refused, wrong
+    /// region: the server's 4xx answers); `Err(Unreachable)`, that it did not answer (yet).
+    pub async fn probe(&self) -> std::result::Result<(), Probe> {
+        match self {
+            Store::S3 {
+                client,
+                bucket,
+                prefix,
+                ..
+            } => {
+                let request = client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix.as_str())
+                    .max_keys(1)
+                    .send();
+                match tokio::time::timeout(Duration::from_secs(10), request).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => {
+                        let status = e.raw_response().map(|r| r.status().as_u16());
+                        let error = match s3_error("list", prefix, &e) {
+                            Error::S3 { message, .. } => message,
+                            other => other.to_string(),
+                        };
+                        match status {
+                            Some(300..=499) if !matches!(status, Some(408 | 429)) => {
+                                Err(Probe::Refused(error))
+                            }
+                            _ => Err(Probe::Unreachable(error)),
+                        }
+                    }
+                    Err(_) => Err(Probe::Unreachable("no answer within 10s".into())),
+                }
+            }
+            Store::File { .. } => Ok(()),
         }
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import os
 import random
 import signal
 import subprocess
@@ -360,6 +361,60 @@ def test_bad_output_uri_is_a_config_error(stack: Stack) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "[sink] output" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("problem", "reason"), [("no such bucket", "(NoSuchBucket)"), ("wrong secret key", "(SignatureDoesNotMatch)")]
+)
+def test_an_s3_output_that_refuses_the_sink_stops_it_at_start(stack: Stack, problem: str, reason: str) -> None:
+    topic = make_topic(stack, partitions=1)
+    bucket = f"missing-{uuid.uuid4().hex[:8]}" if problem == "no such bucket" else stack.state["bucket"]
+    env = sink_env(stack, topic, f"s3://{bucket}/p")
+    if problem == "wrong secret key":
+        env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+    done = subprocess.run(
+        [sys.executable, "-m", "stockpipe.consumer"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"python -m stockpipe.consumer: error: sink: cannot write to s3://{bucket}/p: "), line
+    assert line.endswith(reason), line
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_stopping_sink_waits_for_failed_writes_without_spinning_and_writes_them_once_storage_is_back(
+    stack: Stack, tmp_path: Path
+) -> None:
+    topic = make_topic(stack, partitions=1)
+    out = Output(stack, "file", tmp_path)
+    proc = start_sink(sink_env(stack, topic, out.uri), "--batch-size", "10", "--batch-seconds", "1")
+    produce(stack, topic, 10, start_ts=1_700_000_000_000)
+    deadline = time.monotonic() + 60
+    while len(out.objects()) < 1:
+        assert time.monotonic() < deadline and proc.poll() is None, "the first batch was never written"
+        time.sleep(0.2)
+    # Break the store under the running sink: its claims directory becomes a file.
+    claims = out.root / "_stockpipe"
+    claims.rename(out.root / "_stockpipe.moved")
+    claims.write_text("")
+    produce(stack, topic, 25, start_ts=1_700_000_001_000)
+    time.sleep(3)  # the batches close and their first writes fail
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    before = cpu_seconds(proc.pid)
+    time.sleep(5)
+    busy = cpu_seconds(proc.pid) - before
+    assert busy < 1.5, f"{busy:.1f} CPU-s in 5 s while waiting to retry"  # a spinning loop uses ~5
+    claims.unlink()
+    (out.root / "_stockpipe.moved").rename(claims)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert "failed" in err
+    assert out.check_exactly_once({0: 35}) == 35
 
 
 def test_status_line_reports_lag_per_partition(stack: Stack, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ use crate::kafka::config::{client_config, Role};
 use crate::kafka::TradeProducer;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::{Encryption, Store};
+use crate::store::{Encryption, Probe, Store};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
@@ -228,6 +228,22 @@ pub fn run_sink(
         return Ok(());
     };
     let store = store?;
+    // A bucket that does not exist or refuses these credentials is a setting to fix, not an
+    // outage to wait out; a server that does not answer yet is, and writes retry until it does.
+    match rt.block_on(shutdown.or(store.probe())) {
+        None => return Ok(()),
+        Some(Ok(())) => {}
+        Some(Err(Probe::Refused(e))) => {
+            return Err(Error::Other(format!(
+                "cannot write to {}: {e}",
+                store.describe()
+            )))
+        }
+        Some(Err(Probe::Unreachable(e))) => log::warn!(
+            "sink: {} does not answer yet ({e}); writes will retry until it does",
+            store.describe()
+        ),
+    }
     // Dead letters need somewhere to go (brokers may not auto-create topics).
     rt.block_on(crate::kafka::ensure_topics(
         kcfg,
@@ -360,6 +376,19 @@ impl Sink {
                     }
                 } else if !draining {
                     taken = fetch.take(Duration::from_millis(20));
+                } else {
+                    // Stopping, and every write left is backing off: wait for the first retry
+                    // (briefly, so rebalances are still served) rather than spin.
+                    let first_retry = self
+                        .parts
+                        .values()
+                        .filter(|s| !s.pending.is_empty())
+                        .map(|s| s.retry_at)
+                        .min();
+                    let wait = first_retry.map_or(Duration::from_millis(20), |at| {
+                        at.saturating_duration_since(Instant::now())
+                    });
+                    std::thread::sleep(wait.min(Duration::from_millis(20)));
                 }
             }
             if taken > 0 {

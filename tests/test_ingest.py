@@ -255,6 +255,9 @@ def test_quote_poller_respects_the_limit_and_skips_unknown_symbols(stack: Stack)
     assert all(r["price"] > 0 and r["quote_ts"] > 0 and r["source"] == "finnhub_quote" for r in records)
     # 5 calls a second for ~4 s (plus the first token): the bucket keeps the plan's rate.
     assert stats.acked <= 5 * elapsed + 2
+    assert stats.unknown_symbols == 1 and stats.quote_requests >= stats.acked + stats.unchanged + 1
+    assert stats.summary().startswith(f"quotes {stats.trades}, acked {stats.acked},")
+    assert "unknown symbols 1" in stats.summary()
 
 
 def test_quote_poller_backs_off_on_429(stack: Stack) -> None:

@@ -333,10 +333,11 @@ def cmd_simulate(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
-    from stockpipe.producer import Producer, format_status
+    from stockpipe.producer import Producer, format_quotes_status, format_status
 
     _explain_missing_key(cfg)
-    status = StatusLineFor(cfg.producer.status_interval, format_status)
+    line = format_quotes_status if cfg.producer.mode == "quotes" else format_status
+    status = StatusLineFor(cfg.producer.status_interval, line)
     try:
         stats = Producer(cfg).run(status=status.callback)
     finally:

@@ -44,13 +44,25 @@ class ProducerStats:
     latency_p99_ms: float | None
     active_s: float | None = None
     """Seconds from the first frame received to the last acknowledgement (the busy window)."""
+    mode: str = "ws"
+    """``ws`` (trades from the WebSocket) or ``quotes`` (REST snapshots: ``trades`` counts quotes)."""
+    quote_requests: int = 0
+    unchanged: int = 0
+    """Quotes not published because nothing changed since the symbol's last one."""
+    unknown_symbols: int = 0
+    http_errors: int = 0
 
     @classmethod
-    def from_native(cls, raw: Mapping[str, float]) -> ProducerStats:
+    def from_native(cls, raw: Mapping[str, float], *, mode: str = "ws") -> ProducerStats:
         def n(key: str) -> int:
             return int(raw.get(key, 0))
 
         return cls(
+            mode=mode,
+            quote_requests=n("quote_requests"),
+            unchanged=n("unchanged"),
+            unknown_symbols=n("unknown_symbols"),
+            http_errors=n("http_errors"),
             frames=n("frames"),
             trades=n("trades"),
             acked=n("acked"),
@@ -72,6 +84,13 @@ class ProducerStats:
 
     def summary(self) -> str:
         p99 = f"{self.latency_p99_ms:.1f} ms" if self.latency_p99_ms is not None else "n/a"
+        if self.mode == "quotes":
+            return (
+                f"quotes {self.trades}, acked {self.acked}, failed {self.failed}, unacked {self.unacked}, "
+                + (f"not queued at stop {self.unqueued}, " if self.unqueued else "")
+                + f"requests {self.quote_requests}, unchanged {self.unchanged}, "
+                f"unknown symbols {self.unknown_symbols}, HTTP errors {self.http_errors}, p99 response→ack {p99}"
+            )
         return (
             f"trades {self.trades}, acked {self.acked}, failed {self.failed}, unacked {self.unacked}, "
             + (f"not queued at stop {self.unqueued}, " if self.unqueued else "")
@@ -86,6 +105,16 @@ def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float
         f"frames/s {rate(now, prev, 'frames', dt):8.0f} | trades/s {rate(now, prev, 'trades', dt):9.0f} | "
         f"acked {now.get('acked', 0):10.0f} | DLQ {now.get('dlq', 0):6.0f} | "
         f"reconnects {now.get('reconnects', 0):3.0f} | p99 {p99 if p99 is not None else 0:6.1f} ms"
+    )
+
+
+def format_quotes_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
+    p99 = now.get("latency_p99_ms")
+    return (
+        f"requests/s {rate(now, prev, 'quote_requests', dt):6.1f} | quotes {now.get('trades', 0):8.0f} | "
+        f"acked {now.get('acked', 0):8.0f} | unchanged {now.get('unchanged', 0):6.0f} | "
+        f"unknown symbols {now.get('unknown_symbols', 0):3.0f} | HTTP errors {now.get('http_errors', 0):4.0f} | "
+        f"p99 {p99 if p99 is not None else 0:6.1f} ms"
     )
 
 
@@ -133,7 +162,7 @@ class Producer(Stoppable):
                 raw = call(_native.run_quotes, max_quotes=limit)
             else:
                 raw = call(_native.run_producer, max_trades=limit)
-        return ProducerStats.from_native(raw)
+        return ProducerStats.from_native(raw, mode=cfg.producer.mode)
 
 
 def json_kafka(cfg: Config) -> str:

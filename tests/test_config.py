@@ -242,3 +242,40 @@ def test_a_run_length_that_is_no_duration_is_refused_before_anything_starts(dura
     for stage in (Producer(cfg), Sink(cfg)):
         with pytest.raises(ConfigError, match=r"duration_s = .*: expected a finite, non-negative number of seconds"):
             stage.run(duration=duration)
+
+
+def test_config_show_is_a_config_file_that_loads_to_the_same_settings_without_its_secrets(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKPIPE_", "AWS_", "FINNHUB_"))}
+    env = dict(
+        clean,
+        FINNHUB_API_KEY=CANARY,
+        STOCKPIPE_SINK_BATCH_SIZE="7",
+        STOCKPIPE_FINNHUB_SYMBOLS="AAPL,BINANCE:BTCUSDT",
+        STOCKPIPE_KAFKA_LIBRDKAFKA="fetch.wait.max.ms=50,client.rack=r1",
+        STOCKPIPE_SINK_GZIP="true",
+    )
+    shown = cli("config", "show", env=env).stdout
+    assert "; from env STOCKPIPE_SINK_BATCH_SIZE\nbatch_size = 7\n" in shown
+    assert "; from env FINNHUB_API_KEY (a secret: not shown)\n; api_key = ***\n" in shown
+    ini = write_ini(tmp_path / "config.ini", shown)
+    again = load_config(ini, env={}, use_default_file=False)
+    expected = load_config(env={k: v for k, v in env.items() if k != "FINNHUB_API_KEY"}, use_default_file=False)
+    assert again.redacted() == expected.redacted() and again.finnhub.api_key is None
+    assert again.sink.batch_size == 7 and again.sink.gzip is True
+    assert again.kafka.librdkafka == {"fetch.wait.max.ms": "50", "client.rack": "r1"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("oops\n[kafka]\n", "line 1: 'oops' comes before any [section]"),
+        ("[kafka]\ntopic = a\njunk line\n", "line 3: expected KEY = VALUE, got 'junk line'"),
+        ("[kafka]\ntopic = a\ntopic = b\n", "line 3: [kafka] topic is set twice"),
+        ("[kafka]\n[kafka]\n", "line 2: [kafka] appears twice"),
+    ],
+)
+def test_a_config_file_that_does_not_parse_is_named_with_its_line(tmp_path: Path, text: str, message: str) -> None:
+    ini = write_ini(tmp_path / "config.ini", text)
+    with pytest.raises(ConfigError) as info:
+        load_config(ini, env={}, use_default_file=False)
+    assert str(info.value) == f"config file {ini}, {message}"

@@ -220,13 +220,20 @@ def cmd_config_show(args: argparse.Namespace, cfg: Config) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
+    # Loadable as config.ini: sources go on lines of their own, and secrets stay out of it.
+    print("; The effective configuration. A value not at its default follows a line naming its source.")
+    print()
     for section, values in data.items():
         print(f"[{section}]")
         for key, value in values.items():
             shown = ",".join(value) if isinstance(value, list) else value
             if isinstance(value, dict):
                 shown = ",".join(f"{k}={v}" for k, v in value.items())
-            print(f"{key} = {'' if shown is None else shown}    ; {cfg.sources[(section, key)]}")
+            source = cfg.sources[(section, key)]
+            hidden = value != getattr(getattr(cfg, section), key)
+            if source != "default":
+                print(f"; from {source}" + (" (a secret: not shown)" if hidden else ""))
+            print(f"{'; ' if hidden else ''}{key} = {'' if shown is None else shown}")
         print()
     return 0
 

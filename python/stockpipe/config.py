@@ -496,8 +496,19 @@ def _apply_file(cfg: Config, path: Path) -> None:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
+    except configparser.MissingSectionHeaderError as exc:
+        line = exc.line.strip()
+        raise ConfigError(f"config file {path}, line {exc.lineno}: {line!r} comes before any [section]") from None
+    except configparser.ParsingError as exc:
+        lineno = exc.errors[0][0]
+        line = path.read_text(encoding="utf-8").splitlines()[lineno - 1].strip()
+        raise ConfigError(f"config file {path}, line {lineno}: expected KEY = VALUE, got {line!r}") from None
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError(f"config file {path}, line {exc.lineno}: [{exc.section}] {exc.option} is set twice") from None
+    except configparser.DuplicateSectionError as exc:
+        raise ConfigError(f"config file {path}, line {exc.lineno}: [{exc.section}] appears twice") from None
     except (configparser.Error, OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
+        raise ConfigError(f"config file {path}: {' '.join(str(exc).split())}") from None
     has_secret = False
     for section in parser.sections():
         for key, raw in parser.items(section):

@@ -92,6 +92,9 @@ def test_producer_flags_named_by_the_contract() -> None:
         (["demo", "--seconds", "-1"], "--seconds -1: must be greater than zero"),
         (["demo", "--seconds", "0"], "--seconds 0: must be greater than zero"),
         (["demo", "--seconds", "nan"], "--seconds nan: must be greater than zero"),
+        # The demo chooses its simulator's port and length and its own stack: not options.
+        (["demo", "--duration", "30"], "unrecognized arguments: --duration 30"),
+        (["demo", "--bootstrap-servers", "h:1"], "unrecognized arguments: --bootstrap-servers h:1"),
     ],
 )
 def test_user_mistakes_end_in_one_line(args: list[str], needle: str, tmp_path: object) -> None:

@@ -18,6 +18,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.s3]
 def test_demo_counts_agree_at_every_stage(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.pop("FINNHUB_API_KEY", None)
+    # A config.ini for another cluster (./config.ini is read by default): the demo keeps to its own stack.
+    (tmp_path / "config.ini").write_text(
+        "[kafka]\nbootstrap_servers = 192.0.2.1:9093\nsecurity_protocol = sasl_ssl\nsasl_mechanism = PLAIN\n"
+        "group_id = production-sink\n[simulate]\nport = 1\nduration_s = 1\n[dev]\nkafka_port = 1\nbrokers = 3\n"
+    )
     done = subprocess.run(
         [sys.executable, "-m", "stockpipe", "demo", "--seconds", "8"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

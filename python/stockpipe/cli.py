@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import FrameType
 from typing import Any
 
@@ -30,7 +30,9 @@ Handler = Callable[[argparse.Namespace, Config], int]
 log = logging.getLogger("stockpipe")
 
 
-def _add_sections(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
+def _add_sections(
+    parser: argparse.ArgumentParser, sections: Sequence[str], *, skip: Collection[tuple[str, str]] = ()
+) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="config.ini to read (default: $STOCKPIPE_CONFIG or ./config.ini)"
     )
@@ -38,6 +40,8 @@ def _add_sections(parser: argparse.ArgumentParser, sections: Sequence[str]) -> N
     for section in sections:
         group = parser.add_argument_group(f"[{section}] settings")
         for f in fields_of(section):
+            if (section, f.name) in skip:
+                continue
             help_text = f"{f.metadata['help']} ({env_name(section, f.name)})"
             dest = f"{section}__{f.name}"
             kind = str(f.type)
@@ -166,7 +170,9 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
         d.set_defaults(handler=handler)
 
     p = sub.add_parser("demo", help="run the pipeline end to end on the embedded defaults")
-    _add_sections(p, ["dev", "simulate", "kafka"])
+    from stockpipe.demo import DEMO_SETS
+
+    _add_sections(p, ["dev", "simulate", "kafka"], skip=DEMO_SETS)
     p.add_argument("--seconds", type=float, default=60.0, help="how long to stream trades (default 60)")
     p.set_defaults(handler=cmd_demo)
     return parser

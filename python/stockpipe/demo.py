@@ -21,7 +21,31 @@ from pathlib import Path
 from stockpipe.config import Config
 from stockpipe.exceptions import ConfigError
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_SETS", "run_demo"]
+
+#: Settings the demo chooses itself, whatever a config file or the environment says: its own
+#: plaintext one-broker stack on its own ports and home, the simulator's port and length (``--seconds``),
+#: and the sink's group. Its command line does not offer them.
+DEMO_SETS = frozenset(
+    [("dev", k) for k in ("home", "brokers", "tls", "sasl", "kafka_port", "s3_port", "bucket")]
+    + [("simulate", k) for k in ("host", "port", "token", "duration_s")]
+    + [
+        ("kafka", k)
+        for k in (
+            "bootstrap_servers",
+            "group_id",
+            "security_protocol",
+            "ssl_ca_location",
+            "ssl_certificate_location",
+            "ssl_key_location",
+            "ssl_key_password",
+            "ssl_endpoint_identification",
+            "sasl_mechanism",
+            "sasl_username",
+            "sasl_password",
+        )
+    ]
+)
 
 
 def _say(message: str) -> None:
@@ -78,6 +102,9 @@ def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
     home = Path(cfg.dev.cache_dir) / "demo"
     if stack.read_state(dataclasses.replace(cfg.dev, home=str(home))) is None and home.exists():
         shutil.rmtree(home)
+    defaults = Config()
+    for section, key in DEMO_SETS:
+        setattr(getattr(cfg, section), key, getattr(getattr(defaults, section), key))
     cfg.dev = dataclasses.replace(cfg.dev, home=str(home), kafka_port=19092, s3_port=19000, brokers=1)
     output = Path("stockpipe-data") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     _say(f"[1/6] starting a local stack (Kafka KRaft + S3) under {home} ...")

@@ -92,6 +92,14 @@ def test_producer_flags_named_by_the_contract() -> None:
         (["demo", "--seconds", "-1"], "--seconds -1: must be greater than zero"),
         (["demo", "--seconds", "0"], "--seconds 0: must be greater than zero"),
         (["demo", "--seconds", "nan"], "--seconds nan: must be greater than zero"),
+        (
+            ["etl", "--date", "2024-01-02", "--since", "2024-01-01"],
+            "argument --since: not allowed with argument --date",
+        ),
+        (
+            ["load", "--since", "2024-01-01", "--date", "2024-01-02"],
+            "argument --date: not allowed with argument --since",
+        ),
         # The demo chooses its simulator's port and length and its own stack: not options.
         (["demo", "--duration", "30"], "unrecognized arguments: --duration 30"),
         (["demo", "--bootstrap-servers", "h:1"], "unrecognized arguments: --bootstrap-servers h:1"),

@@ -312,3 +312,19 @@ def test_redshift_errors_name_the_fix() -> None:
     with pytest.raises(ConfigError, match="redshift://WORKGROUP/DATABASE"):
         warehouse._target("redshift:///dev")
     assert "***" in str(pytest.raises(ConfigError, warehouse._target, "redshift://u:secret@h/").value)
+
+
+def test_a_day_and_a_first_day_exclude_each_other_in_the_api_too(tmp_path: Path) -> None:
+    import stockpipe
+
+    cfg = load_config(env={}, use_default_file=False)
+    lake = f"file://{tmp_path}"
+    for run in (
+        lambda: stockpipe.transform(lake, lake, date="2024-03-09", since="2024-03-01", config=cfg),
+        lambda: warehouse.load(
+            lake, f"duckdb://{tmp_path}/w.duckdb", date="2024-03-09", since="2024-03-01", config=cfg
+        ),
+    ):
+        with pytest.raises(ConfigError, match=r"^--date 2024-03-09 and --since 2024-03-01: give one of them$"):
+            run()
+    assert not (tmp_path / "w.duckdb").exists()

@@ -130,8 +130,9 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     text = "raw JSONL → Parquet with the shared cleaning rules (Rust engine, or the Glue job on Spark)"
     p = sub.add_parser("etl", help=text, description=text + ". Rebuilds only days whose raw objects changed.")
     _add_sections(p, ["transform", "s3"])
-    p.add_argument("--date", metavar="YYYY-MM-DD", help="only this UTC day")
-    p.add_argument("--since", metavar="YYYY-MM-DD", help="only this day and later ones")
+    days = p.add_mutually_exclusive_group()
+    days.add_argument("--date", metavar="YYYY-MM-DD", help="only this UTC day")
+    days.add_argument("--since", metavar="YYYY-MM-DD", help="only this day and later ones")
     p.add_argument(
         "--full", action="store_true", help="rebuild the selected days even if their raw objects did not change"
     )
@@ -141,8 +142,9 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     text = "load processed.data/ Parquet into stock_prices (DuckDB by default, or Redshift); rerunnable"
     p = sub.add_parser("load", help=text, description=text)
     _add_sections(p, ["warehouse", "s3"])
-    p.add_argument("--date", metavar="YYYY-MM-DD", help="only this UTC day")
-    p.add_argument("--since", metavar="YYYY-MM-DD", help="only this day and later ones")
+    days = p.add_mutually_exclusive_group()
+    days.add_argument("--date", metavar="YYYY-MM-DD", help="only this UTC day")
+    days.add_argument("--since", metavar="YYYY-MM-DD", help="only this day and later ones")
     p.add_argument("--json", action="store_true", help="print the counts as JSON on stdout")
     p.set_defaults(handler=cmd_load)
 
@@ -423,10 +425,9 @@ def _for_days(args: argparse.Namespace) -> str:
 def cmd_load(args: argparse.Namespace, cfg: Config) -> int:
     import dataclasses
 
-    from stockpipe.etl import _check_day
     from stockpipe.warehouse import load
 
-    stats = load(date=_check_day("--date", args.date), since=_check_day("--since", args.since), config=cfg)
+    stats = load(date=args.date, since=args.since, config=cfg)
     if stats.files == 0:
         lake = cfg.warehouse.input or cfg.transform.output
         where = f"{lake.rstrip('/')}/{cfg.transform.processed_prefix}/"

@@ -108,6 +108,13 @@ def _check_day(flag: str, value: str | None) -> str | None:
     return value
 
 
+def check_days(date: str | None, since: str | None) -> tuple[str | None, str | None]:
+    """The ``date`` / ``since`` selection of ``etl`` and ``load``: dates, and at most one of them."""
+    if date is not None and since is not None:
+        raise ConfigError(f"--date {date} and --since {since}: give one of them")
+    return _check_day("--date", date), _check_day("--since", since)
+
+
 def transform(
     input: str | None = None,
     output: str | None = None,
@@ -142,7 +149,7 @@ def transform(
     for key in ("input", "output"):
         if not is_lake_uri(getattr(tc, key)):
             raise ConfigError(f"[transform] {key} = {getattr(tc, key)!r}: {LAKE_URI_EXPECTED}")
-    date, since = _check_day("--date", date), _check_day("--since", since)
+    date, since = check_days(date, since)
     if tc.engine == "spark":
         from stockpipe import spark_etl
 

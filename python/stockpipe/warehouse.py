@@ -286,6 +286,9 @@ def load(
         date, since: only files of this UTC day / of this day and later.
         redshift_data_client: a boto3 ``redshift-data`` client to use (default: built from the config).
     """
+    from stockpipe.etl import check_days
+
+    date, since = check_days(date, since)
     cfg = config if config is not None else load_config()
     lake = input or cfg.warehouse.input or cfg.transform.output
     if not is_lake_uri(lake):

@@ -100,6 +100,9 @@ def test_producer_flags_named_by_the_contract() -> None:
             ["load", "--since", "2024-01-01", "--date", "2024-01-02"],
             "argument --date: not allowed with argument --since",
         ),
+        (["simulate", "--port", "0", "--replay", "/nonexistent/f.jsonl"], "replay /nonexistent/f.jsonl: No such file"),
+        (["simulate", "--port", "0", "--ledger", "/nonexistent/l.jsonl"], "ledger /nonexistent/l.jsonl: No such file"),
+        (["simulate", "--host", "999.1.1.1"], "cannot listen on 999.1.1.1:8765:"),
         # The demo chooses its simulator's port and length and its own stack: not options.
         (["demo", "--duration", "30"], "unrecognized arguments: --duration 30"),
         (["demo", "--bootstrap-servers", "h:1"], "unrecognized arguments: --bootstrap-servers h:1"),

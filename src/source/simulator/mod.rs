@@ -144,12 +144,22 @@ impl Simulator {
     pub async fn start(cfg: SimConfig, shutdown: Shutdown) -> std::io::Result<Self> {
         cfg.check()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind((cfg.host.as_str(), cfg.port)).await?;
+        // Each failure names what it concerns: the address, the ledger or the replayed file.
+        let about = |what: String| {
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+        };
+        let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
+            .await
+            .map_err(about(format!("cannot listen on {}:{}", cfg.host, cfg.port)))?;
         let local_addr = listener.local_addr()?;
-        let ledger = cfg.ledger.as_deref().map(Ledger::create).transpose()?;
+        let ledger = match cfg.ledger.as_deref() {
+            Some(path) => Some(Ledger::create(path).map_err(about(format!("ledger {path}")))?),
+            None => None,
+        };
         let replay = match &cfg.replay {
             Some(path) => Some(
-                std::fs::read_to_string(path)?
+                std::fs::read_to_string(path)
+                    .map_err(about(format!("replay {path}")))?
                     .lines()
                     .filter(|l| !l.trim().is_empty())
                     .map(str::to_string)

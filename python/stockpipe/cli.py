@@ -370,7 +370,7 @@ def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         status.close()
     print(f"sink: {stats.summary()}", file=sys.stderr)
-    return 0
+    return 1 if stats.unwritten else 0
 
 
 def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:

@@ -55,6 +55,9 @@ class SinkStats:
     claims_adopted: int
     lag: int
     interrupted: bool
+    unwritten: int = 0
+    """Records held when the run ended because their writes kept failing; not committed, so the next
+    run reads them again from Kafka."""
 
     @classmethod
     def from_native(cls, raw: Mapping[str, float]) -> SinkStats:
@@ -72,13 +75,15 @@ class SinkStats:
             claims_adopted=n("claims_adopted"),
             lag=n("lag"),
             interrupted=bool(raw.get("interrupted", False)),
+            unwritten=n("buffered"),
         )
 
     def summary(self) -> str:
         return (
-            f"records in {self.records_in}, written {self.records_written}, objects {self.objects}, "
-            f"bytes {self.bytes}, dead letters {self.dead_letters}, storage errors {self.storage_errors}, "
-            f"claims honoured {self.claims_adopted}, lag {self.lag}"
+            f"records in {self.records_in}, written {self.records_written}, "
+            + (f"not written at stop {self.unwritten} (left in Kafka), " if self.unwritten else "")
+            + f"objects {self.objects}, bytes {self.bytes}, dead letters {self.dead_letters}, "
+            f"storage errors {self.storage_errors}, claims honoured {self.claims_adopted}, lag {self.lag}"
         )
 
 

@@ -454,6 +454,13 @@ impl Sink {
             }
         }
         self.update_gauges(consumer, Instant::now());
+        let unwritten: usize = self.parts.values().map(PartitionState::buffered).sum();
+        if unwritten > 0 {
+            log::warn!(
+                "sink: stopped with {unwritten} records not written (their writes still failed after \
+                 30 s); they stay in Kafka, uncommitted, for the next sink"
+            );
+        }
         let _ = consumer.commit_consumer_state(CommitMode::Sync);
         if let Some(dlq) = &self.dlq.producer {
             let _ = dlq.flush(Duration::from_secs(5));

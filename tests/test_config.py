@@ -102,6 +102,12 @@ def test_seed_layout_loads_and_finnhub_env_alias(tmp_path: Path) -> None:
             "backoff_max_s = 0.5 (from env STOCKPIPE_FINNHUB_BACKOFF_MAX_S): must be at least backoff_initial_s",
         ),
         ({"STOCKPIPE_DEV_S3_PORT": "0"}, "[dev] s3_port = 0"),
+        (
+            {"STOCKPIPE_KAFKA_TOPIC": "stock data"},
+            "[kafka] topic = 'stock data' (from env STOCKPIPE_KAFKA_TOPIC): expected",
+        ),
+        ({"STOCKPIPE_KAFKA_DLQ_TOPIC": ".."}, "[kafka] dlq_topic = '..'"),
+        ({"STOCKPIPE_KAFKA_QUOTES_TOPIC": "q" * 250}, "[kafka] quotes_topic"),
     ],
 )
 def test_bad_values_name_key_and_source(env: dict[str, str], needle: str) -> None:

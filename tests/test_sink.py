@@ -26,10 +26,10 @@ DAY_MS = 86_400_000
 MIDNIGHT = 1_672_531_200_000  # 2023-01-01T00:00:00Z
 
 
-def make_topic(stack: Stack, partitions: int = 3) -> str:
+def make_topic(stack: Stack, partitions: int = 3, name: str | None = None) -> str:
     from stockpipe import _native
 
-    topic = f"sink-{uuid.uuid4().hex[:8]}"
+    topic = name or f"sink-{uuid.uuid4().hex[:8]}"
     kafka = load_config(env=stack.env, use_default_file=False).kafka
     kafka.topic = topic
     _native.ensure_topics(json.dumps(kafka.__dict__), [(topic, partitions)], 30.0)
@@ -419,6 +419,24 @@ def test_a_sink_stopped_while_its_writes_fail_retries_without_spinning_and_leave
     _, err = again.communicate(timeout=120)
     assert again.returncode == 0, err[-2000:]
     assert out.check_exactly_once({0: 35}) == 35
+
+
+def test_a_sink_started_before_its_topic_exists_says_so_and_writes_it_once_it_appears(
+    stack: Stack, tmp_path: Path
+) -> None:
+    topic = f"sink-late-{uuid.uuid4().hex[:8]}"
+    out = Output(stack, "file", tmp_path)
+    proc = start_sink(sink_env(stack, topic, out.uri), "--batch-size", "10", "--batch-seconds", "1")
+    time.sleep(4)
+    make_topic(stack, 3, name=topic)
+    produce(stack, topic, 200, start_ts=1_700_000_000_000)
+    sizes = partition_sizes(stack, topic)
+    wait_caught_up(out, sizes, timeout=90)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"sink: topic {topic} does not exist yet; waiting for it" in err
+    assert out.check_exactly_once(sizes) == 200
 
 
 def test_status_line_reports_lag_per_partition(stack: Stack, tmp_path: Path) -> None:

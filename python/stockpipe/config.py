@@ -596,6 +596,11 @@ def validate(cfg: Config) -> None:
         host, sep, port = server.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             _fail(cfg, "kafka", "bootstrap_servers", "expected HOST:PORT[,HOST:PORT...]")
+    for key in ("topic", "dlq_topic", "quotes_topic"):
+        name = getattr(cfg.kafka, key)
+        legal = name not in ("", ".", "..") and len(name) <= 249
+        if not (legal and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)):
+            _fail(cfg, "kafka", key, "expected a Kafka topic name: letters, digits, '.', '_' and '-' (at most 249)")
     protocols = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
     if cfg.kafka.security_protocol.lower() not in protocols:
         _fail(cfg, "kafka", "security_protocol", f"expected one of {', '.join(protocols)}")

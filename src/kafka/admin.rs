@@ -170,6 +170,14 @@ pub async fn ensure_topics(
     Ok(states)
 }
 
+/// Whether topic `name` exists, from the metadata of every topic (asking for the one topic would
+/// create it on brokers that auto-create topics).
+pub async fn topic_exists(cfg: &KafkaConfig, name: &str, timeout: Duration) -> Result<bool> {
+    let admin = Arc::new(connect(cfg)?);
+    let md = fetch_metadata(&admin, None, timeout).await?;
+    Ok(md.topics().iter().any(|t| t.name() == name))
+}
+
 /// The brokers the cluster reports as live: `(id, host, port)`.
 pub fn cluster_brokers(cfg: &KafkaConfig, timeout: Duration) -> Result<Vec<(i32, String, i32)>> {
     let admin = connect(cfg)?;

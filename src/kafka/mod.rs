@@ -4,7 +4,7 @@ pub mod admin;
 pub mod config;
 pub mod producer;
 
-pub use admin::{cluster_brokers, ensure_topics};
+pub use admin::{cluster_brokers, ensure_topics, topic_exists};
 pub use config::{client_config, ConfigError};
 pub use producer::TradeProducer;
 

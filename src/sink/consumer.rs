@@ -251,6 +251,15 @@ pub fn run_sink(
         Duration::from_secs(30),
         &shutdown,
     ))?;
+    // A sink may start before its producer; a topic that never appears is more likely a typo.
+    let exists = crate::kafka::topic_exists(kcfg, &kcfg.topic, Duration::from_secs(10));
+    if let Some(Ok(false)) = rt.block_on(shutdown.or(exists)) {
+        log::warn!(
+            "sink: topic {} does not exist yet; waiting for it (the producer and `stockpipe topics` \
+             create it)",
+            kcfg.topic
+        );
+    }
     log::info!("sink: {} → {}", kcfg.topic, store.describe());
     let inflight = Arc::new(InFlight::default());
     let context = SinkContext {

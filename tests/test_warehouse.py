@@ -328,3 +328,20 @@ def test_a_day_and_a_first_day_exclude_each_other_in_the_api_too(tmp_path: Path)
         with pytest.raises(ConfigError, match=r"^--date 2024-03-09 and --since 2024-03-01: give one of them$"):
             run()
     assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_a_warehouse_another_process_holds_open_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "held.duckdb"
+    held = duckdb.connect(str(path))  # as a notebook would
+    try:
+        for args in (["load", "--input", f"file://{tmp_path}"], ["query", "vwap"]):
+            done = cli(*args, "--warehouse", f"duckdb://{path}", check=False)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            [line] = done.stderr.strip().splitlines()
+            assert line.startswith("python -m stockpipe: error: cannot open the DuckDB warehouse"), line
+            assert f"{path} (another process has it open: a notebook, a query or a load)" in line
+            assert "Conflicting lock" in line
+    finally:
+        held.close()

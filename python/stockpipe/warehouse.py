@@ -312,7 +312,12 @@ def _duckdb(target: _Target, *, read_only: bool = False) -> Any:
     in_memory = target.path == ":memory:"
     if not in_memory:
         Path(target.path).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(target.path, read_only=read_only and not in_memory)
+    try:
+        con = duckdb.connect(target.path, read_only=read_only and not in_memory)
+    except duckdb.Error as e:
+        reason = str(e).splitlines()[0].split(" See also ")[0]
+        hint = " (another process has it open: a notebook, a query or a load)" if "lock" in reason else ""
+        raise WarehouseError(f"cannot open the DuckDB warehouse {target.path}{hint}: {reason}") from None
     con.execute("SET TimeZone = 'UTC'")
     return con
 

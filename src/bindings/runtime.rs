@@ -148,7 +148,10 @@ where
                 return Err(e);
             }
             interrupted = true;
-            log::info!("interrupted; stopping and flushing");
+            // Said at the default log level: a stage may take seconds to flush or finish a day.
+            log::warn!(
+                "interrupted: finishing what is in progress (interrupt again to stop without waiting)"
+            );
             shutdown.trigger();
         }
         if progress.callback.is_some() && last_report.elapsed() >= progress.every {

@@ -146,12 +146,19 @@ def test_loading_the_same_parquet_twice_keeps_the_row_count(tmp_path: Path) -> N
 
 
 def test_query_and_load_errors_are_one_line(tmp_path: Path) -> None:
+    import duckdb
+
+    db = tmp_path / "empty.duckdb"
+    duckdb.connect(str(db)).close()
     for args, text in [
         (
             ["query", "nope", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"],
             "unknown query 'nope': expected SQL or one",
         ),
         (["query", "vwap", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"], "no DuckDB warehouse"),
+        (["query", " ", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"], "no query given: expected SQL or one of gaps"),
+        (["query", "-- a comment", "--warehouse", f"duckdb://{db}"], "no SQL statement in '-- a comment'"),
+        (["query", ";", "--warehouse", f"duckdb://{db}"], "no SQL statement in ';'"),
         (["query", "nope", "--warehouse", "postgres://x"], "expected duckdb:///path or redshift://"),
         (["load", "--input", "s3://", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"], "[warehouse] input = 's3://'"),
         (

@@ -169,6 +169,8 @@ def _transpile(sql: str, dialect: str) -> str:
         raise ConfigError(f"SQL does not parse as Redshift SQL: {str(e).splitlines()[0]}") from None
     if len(out) != 1:
         raise ConfigError("expected exactly one SQL statement")
+    if not (out[0] or "").strip():
+        raise ConfigError(f"no SQL statement in {sql!r}")
     return out[0]
 
 
@@ -574,6 +576,8 @@ def _field(f: dict[str, Any]) -> Any:
 
 def query(sql_or_name: str, warehouse: str | None = None, *, config: Config | None = None) -> Result:
     """Runs an analytics query by name (see :data:`ANALYTICS`) or a Redshift-dialect SQL text."""
+    if not sql_or_name.strip():
+        raise ConfigError(f"no query given: expected SQL or one of {', '.join(ANALYTICS)}")
     cfg = config if config is not None else load_config()
     target = _target(warehouse or cfg.warehouse.warehouse)
     is_name = sql_or_name in ANALYTICS or (sql_or_name.isidentifier() and " " not in sql_or_name)

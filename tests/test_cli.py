@@ -173,3 +173,17 @@ def test_an_empty_input_is_named_not_only_counted(tmp_path: object) -> None:
     lines = done.stderr.strip().splitlines()
     assert lines[0] == f"load: no Parquet files under {lake}/processed.data/: run stockpipe etl first"
     assert lines[-1].startswith("load (duckdb): files 0")
+
+
+def test_a_failed_tool_is_reported_by_the_line_that_names_its_error() -> None:
+    from stockpipe.dev.tools import _first_error
+
+    maven = (
+        "\x1b[0m\x1b[0m[INFO] Scanning for projects...\n"
+        "[ERROR] Failed to execute goal on project kafka-runtime: Could not resolve dependencies: "
+        "org.apache.kafka:kafka_2.13:jar:0.0.1 was not found\n[ERROR] \n[ERROR] Re-run Maven using the -X switch\n"
+    )
+    assert _first_error(maven).startswith("Failed to execute goal on project kafka-runtime: Could not resolve")
+    go = "go: downloading github.com/minio/minio v0.0.0\ngo: github.com/minio/minio@v0: invalid version\n"
+    assert _first_error(go) == "go: github.com/minio/minio@v0: invalid version"
+    assert _first_error("") == "no output"

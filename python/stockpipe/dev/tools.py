@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -43,8 +44,19 @@ def _run(cmd: list[str], log: Path, what: str, env: dict[str, str] | None = None
     with open(log, "w") as out:
         done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
     if done.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise DevStackError(f"{what} failed (exit {done.returncode}); log {log}:\n{tail}")
+        reason = _first_error(log.read_text(errors="replace"))
+        raise DevStackError(f"{what} failed (exit {done.returncode}): {reason} (full log: {log})")
+
+
+def _first_error(text: str) -> str:
+    """The line of a tool's log that says what went wrong: the first one naming an error (Maven's
+    ``[ERROR] Failed to execute goal …``, Go's ``go: …: error``), else the last one."""
+    plain = (" ".join(re.sub(r"\x1b\[[0-9;]*m", "", line).split()) for line in text.splitlines())
+    lines = [line for line in plain if line.removeprefix("[ERROR]").strip()]
+    for line in lines:
+        if re.search(r"\berror\b", line, re.IGNORECASE):
+            return line.removeprefix("[ERROR]").strip()
+    return lines[-1] if lines else "no output"
 
 
 def kafka_classpath(cache: Path, version: str, say: Say = print) -> str:

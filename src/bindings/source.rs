@@ -102,6 +102,7 @@ pub fn run_quotes<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let fcfg: FinnhubConfig = parse("finnhub", finnhub_json)?;
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
+    source::quotes::validate(&fcfg)?;
     let mut names = source::client::COUNTERS.to_vec();
     names.extend_from_slice(crate::kafka::producer::COUNTERS);
     names.extend_from_slice(source::quotes::COUNTERS);

@@ -363,7 +363,7 @@ async fn handle_text(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn cfg(url: &str, key: Option<&str>, n: usize) -> FinnhubConfig {

@@ -91,6 +91,25 @@ fn record(symbol: &str, q: &Quote, received_ms: i64) -> String {
 }
 
 /// Polls `/quote` for every symbol in turn until `shutdown` or `max_quotes` snapshots.
+/// Checks what can be checked before connecting anywhere: the key, the symbols, the URL.
+pub fn validate(cfg: &FinnhubConfig) -> Result<()> {
+    if cfg.api_key.as_deref().unwrap_or("").is_empty() && cfg.rest_url.contains("finnhub.io") {
+        return Err(Error::NoApiKey);
+    }
+    if cfg.symbols.is_empty() {
+        return Err(Error::Other("no symbols configured".into()));
+    }
+    let valid = url::Url::parse(&cfg.rest_url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    if !valid {
+        return Err(Error::Other(format!(
+            "invalid REST URL {:?}: expected http(s)://HOST/api/v1",
+            redact_url(&cfg.rest_url)
+        )));
+    }
+    Ok(())
+}
+
 pub async fn run_quotes(
     cfg: &FinnhubConfig,
     producer: Arc<TradeProducer>,
@@ -98,13 +117,8 @@ pub async fn run_quotes(
     shutdown: Shutdown,
     max_quotes: Option<u64>,
 ) -> Result<()> {
+    validate(cfg)?;
     let key = cfg.api_key.clone().filter(|k| !k.is_empty());
-    if key.is_none() && cfg.rest_url.contains("finnhub.io") {
-        return Err(Error::NoApiKey);
-    }
-    if cfg.symbols.is_empty() {
-        return Err(Error::Other("no symbols configured".into()));
-    }
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
@@ -211,6 +225,28 @@ pub async fn run_quotes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rest_url_that_is_not_one_fails_before_connecting() {
+        let mut c = crate::source::client::tests::cfg("ws://127.0.0.1:9/", Some("k"), 1);
+        for (url, ok) in [
+            ("http://127.0.0.1:8765/api/v1", true),
+            ("https://finnhub.io/api/v1", true),
+            ("garbage", false),
+            ("ftp://host/api/v1", false),
+            ("http://", false),
+        ] {
+            c.rest_url = url.into();
+            let result = validate(&c);
+            assert_eq!(result.is_ok(), ok, "{url}: {result:?}");
+            if let Err(e) = result {
+                assert!(
+                    e.to_string().contains("expected http(s)://HOST/api/v1"),
+                    "{e}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn bucket_spaces_calls_at_the_plan_rate() {

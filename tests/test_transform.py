@@ -266,6 +266,74 @@ def test_rust_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Path
     assert (again["days"], again["days_skipped"]) == (0, len(DAYS))
 
 
+@pytest.mark.spark
+def test_spark_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Path) -> None:
+    """`etl --engine spark` on an s3:// lake: Hadoop's S3A connector (added from Maven Central) against
+    the S3 server, the same rows as the Rust engine, and SSE-S3 on every object it writes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rust = tmp_path / "rust"
+    raw = write_raw(rust, clean_per_day=500, objects_per_day=2, dirty_every=50)
+    s3 = stack.s3()
+    bucket, prefix = "kafka.stock.market.project", f"spark-{time.time_ns()}"
+    for path in raw.objects:
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(rust)}", Body=path.read_bytes())
+    uri = f"s3://{bucket}/{prefix}"
+    done = cli("etl", "--engine", "spark", "--input", uri, "--output", uri, "--json", env=stack.env, timeout=900)
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (stats["engine"], stats["rows"], stats["quarantined"], stats["duplicates"]) == (
+        "spark",
+        raw.clean,
+        raw.dirty,
+        raw.duplicates,
+    )
+
+    import stockpipe
+
+    stockpipe.transform(config=cfg_for(rust))
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/processed.data/")["Contents"]]
+    parquet = sorted(k for k in keys if k.endswith(".parquet"))
+    assert len(parquet) == len(DAYS)
+    tables = []
+    for key in parquet:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        assert obj["ServerSideEncryption"] == "AES256", key
+        tables.append(pq.read_table(pa.BufferReader(obj["Body"].read()), partitioning=None))
+    assert pa.concat_tables(tables).to_pylist() == read_rows(rust)
+    for day in DAYS:
+        manifest = json.loads(
+            s3.get_object(Bucket=bucket, Key=f"{prefix}/processed.data/_manifest/{day}.json")["Body"].read()
+        )
+        assert manifest["engine"] == "spark" and manifest["rows"] > 0
+
+    # Nothing changed: the manifests say so, and no day is rebuilt.
+    again = json.loads(
+        cli("etl", "--engine", "spark", "--input", uri, "--output", uri, "--json", env=stack.env, timeout=900)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert (again["days"], again["days_skipped"]) == (0, len(DAYS))
+
+    # A bucket that is not there: one line naming it, not a JVM stack trace.
+    missing = cli(
+        "etl",
+        "--engine",
+        "spark",
+        "--input",
+        "s3://no-such-bucket-here/x",
+        "--output",
+        uri,
+        env=stack.env,
+        check=False,
+        timeout=900,
+    )
+    assert missing.returncode == 1, missing.stderr[-3000:]
+    errors = [line for line in missing.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "no-such-bucket-here" in errors[0], missing.stderr[-3000:]
+    assert "Traceback" not in missing.stderr and "\tat org." not in missing.stderr
+
+
 def test_etl_command_errors_are_one_line(tmp_path: Path) -> None:
     for args, text in [
         (["--date", "2024-13-01"], "--date '2024-13-01': expected a date as YYYY-MM-DD"),

@@ -153,7 +153,7 @@ def transform(
     if tc.engine == "spark":
         from stockpipe import spark_etl
 
-        counts = spark_etl.run_local(tc, cfg.s3, date=date, since=since, full=full)
+        counts = spark_etl.run_local(tc, cfg.s3, date=date, since=since, full=full, cache_dir=cfg.dev.cache_dir)
         return TransformStats.from_counts("spark", counts)
     if tc.engine != "rust":
         raise ConfigError(f"[transform] engine = {tc.engine!r}: expected rust or spark")

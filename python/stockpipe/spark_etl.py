@@ -308,8 +308,40 @@ def run(
     return {**counts, **totals, **{f"quarantined_{r}": n for r, n in reasons.items()}}
 
 
-def local_session(app: str = "stockpipe-etl", *, s3: Any = None, master: str = "local[2]") -> Any:
-    """A local Spark session set up for the rules (and for ``s3a://`` when ``s3`` settings are given)."""
+def hadoop_aws_package() -> str:
+    """The Maven coordinates of Hadoop's S3A connector matching the Hadoop inside ``pyspark``.
+
+    PySpark's wheel carries Hadoop's client but not ``hadoop-aws``; Spark fetches it (and the AWS SDK
+    it needs) from Maven Central into its Ivy cache the first time a session asks for it.
+    """
+    import re
+    from pathlib import Path
+
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    versions = [
+        m.group(1)
+        for j in jars.glob("hadoop-client-api-*.jar")
+        if (m := re.match(r"hadoop-client-api-(.+)\.jar$", j.name))
+    ]
+    return f"org.apache.hadoop:hadoop-aws:{versions[0] if versions else '3.3.4'}"
+
+
+def local_session(
+    app: str = "stockpipe-etl",
+    *,
+    s3: Any = None,
+    master: str = "local[2]",
+    sse: str = "none",
+    cache_dir: str | None = None,
+) -> Any:
+    """A local Spark session set up for the rules.
+
+    With ``s3`` settings it also reads and writes ``s3a://``: Hadoop's S3A connector is added from
+    Maven Central (cached under ``cache_dir``/ivy), pointed at ``s3``'s endpoint, region and keys, and
+    objects it writes are encrypted server-side when ``sse`` is ``AES256``.
+    """
     import os
     import sys
 
@@ -330,6 +362,19 @@ def local_session(app: str = "stockpipe-etl", *, s3: Any = None, master: str = "
     for k, v in {**SPARK_CONF, **{f"spark.hadoop.{k}": v for k, v in HADOOP_CONF.items()}}.items():
         builder = builder.config(k, v)
     if s3 is not None:
+        builder = builder.config("spark.jars.packages", hadoop_aws_package())
+        if cache_dir:
+            builder = builder.config("spark.jars.ivy", os.path.join(os.path.expanduser(cache_dir), "ivy"))
+        builder = builder.config("spark.hadoop.fs.s3a.endpoint.region", s3.region)
+        # A server that does not answer fails the run in seconds, as the Rust engine does, rather than
+        # after S3A's default of 7 rounds of 20 SDK attempts (throttling keeps its own, longer, limit).
+        builder = builder.config("spark.hadoop.fs.s3a.attempts.maximum", "3")
+        builder = builder.config("spark.hadoop.fs.s3a.retry.limit", "3")
+        # Upload blocks in memory: S3A's disk buffers need Hadoop's checksummed local file system,
+        # which this session replaces with the raw one (no .crc side files).
+        builder = builder.config("spark.hadoop.fs.s3a.fast.upload.buffer", "bytebuffer")
+        if sse.upper() == "AES256":
+            builder = builder.config("spark.hadoop.fs.s3a.server-side-encryption-algorithm", "AES256")
         if s3.endpoint_url:
             builder = builder.config("spark.hadoop.fs.s3a.endpoint", s3.endpoint_url)
         builder = builder.config("spark.hadoop.fs.s3a.path.style.access", str(bool(s3.force_path_style)).lower())
@@ -352,17 +397,32 @@ def hadoop_uri(uri: str) -> str:
 
 
 def run_local(
-    tc: Any, s3: Any, *, date: str | None = None, since: str | None = None, full: bool = False
+    tc: Any,
+    s3: Any,
+    *,
+    date: str | None = None,
+    since: str | None = None,
+    full: bool = False,
+    cache_dir: str | None = None,
 ) -> dict[str, int]:
-    """Runs :func:`run` on a local Spark session with ``[transform]`` settings ``tc``."""
+    """Runs :func:`run` on a local Spark session with ``[transform]`` settings ``tc``.
+
+    Spark's own failures (a bucket it may not read, a server that does not answer) are raised as
+    :class:`~stockpipe.exceptions.TransformError` with the JVM's one-line reason.
+    """
+    from stockpipe.exceptions import ConfigError, TransformError
+
     try:
         import pyspark  # noqa: F401
+        from py4j.protocol import Py4JJavaError  # type: ignore[import-untyped]
     except ImportError:
-        from stockpipe.exceptions import ConfigError
-
         raise ConfigError("--engine spark needs pyspark: pip install 'pyspark==3.5.4'") from None
     uses_s3 = tc.input.startswith("s3://") or tc.output.startswith("s3://")
-    spark = local_session(s3=s3 if uses_s3 else None)
+    try:
+        spark = local_session(s3=s3 if uses_s3 else None, sse=tc.sse, cache_dir=cache_dir)
+    except RuntimeError as exc:  # the JVM did not start (PySparkRuntimeError): its lines above say why
+        need = f" with {hadoop_aws_package()} from Maven Central (for s3://)" if uses_s3 else ""
+        raise TransformError(f"local Spark could not start{need}: {_first_line(exc)}") from None
     try:
         return run(
             spark,
@@ -377,8 +437,24 @@ def run_local(
             since=since,
             full=full,
         )
+    except Py4JJavaError as exc:
+        raise TransformError(f"spark: {_java_reason(exc.java_exception.toString())}") from None
     finally:
         spark.stop()
+
+
+def _java_reason(text: str) -> str:
+    """A JVM exception as one short line: its class without the package, its message without the
+    AWS SDK's request details."""
+    import re
+
+    line = _first_line(text).split(" (Service: ", 1)[0]
+    return re.sub(r"^(?:[a-z0-9_]+\.)+(?=[A-Z])", "", line)
+
+
+def _first_line(exc: object) -> str:
+    """The first non-empty line of an error, the one that names it."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def _args(argv: list[str]) -> Any:
@@ -439,7 +515,8 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         from stockpipe.config import load_config
 
         uses_s3 = any(options[k].startswith(("s3://", "s3a://")) for k in ("input_uri", "output_uri"))
-        spark = local_session(s3=load_config().s3 if uses_s3 else None)
+        cfg = load_config()
+        spark = local_session(s3=cfg.s3 if uses_s3 else None, sse=cfg.transform.sse, cache_dir=cfg.dev.cache_dir)
         options["input_uri"], options["output_uri"] = hadoop_uri(args.input), hadoop_uri(args.output)
         try:
             counts = run(spark, **options)

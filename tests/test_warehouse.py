@@ -352,3 +352,21 @@ def test_a_warehouse_another_process_holds_open_is_one_line_not_a_traceback(tmp_
             assert "Conflicting lock" in line
     finally:
         held.close()
+
+
+def test_table_format_right_aligns_numbers_only() -> None:
+    import decimal
+
+    from stockpipe.warehouse import Result
+
+    result = Result(
+        ["symbol", "price", "n", "ok"],
+        [("AAPL", decimal.Decimal("129.50"), 7, True), ("BINANCE:BTCUSDT", decimal.Decimal("9.25"), None, False)],
+    )
+    assert result.format().splitlines() == [
+        "symbol          |  price | n | ok",
+        "----------------+--------+---+------",
+        "AAPL            | 129.50 | 7 | True",
+        "BINANCE:BTCUSDT |   9.25 |   | False",
+    ]
+    assert Result(["a", "b"], []).format().splitlines() == ["a | b", "--+--"]

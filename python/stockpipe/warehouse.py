@@ -106,7 +106,17 @@ class Result:
             return buf.getvalue().rstrip("\n")
         cells = [self.columns, *[[_text(v) for v in r] for r in self.rows]]
         widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
-        lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+        # Numbers are right-aligned, so their digits line up; everything else reads from the left.
+        numeric = [
+            any(v is not None for v in col) and all(v is None or _is_number(v) for v in col)
+            for col in zip(*self.rows, strict=True)
+        ] or [False] * len(self.columns)
+        lines = [
+            " | ".join(
+                c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)
+            ).rstrip()
+            for row in cells
+        ]
         lines.insert(1, "-+-".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -117,6 +127,10 @@ def _plain(v: Any) -> Any:
     if isinstance(v, dt.datetime | dt.date):
         return v.isoformat()
     return v
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | decimal.Decimal) and not isinstance(v, bool)
 
 
 def _text(v: Any) -> str:

@@ -16,9 +16,11 @@ Only the standard library and ``pyspark`` are imported, so the package ships to 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from stockpipe import rules
@@ -315,7 +317,6 @@ def hadoop_aws_package() -> str:
     it needs) from Maven Central into its Ivy cache the first time a session asks for it.
     """
     import re
-    from pathlib import Path
 
     import pyspark
 
@@ -418,11 +419,20 @@ def run_local(
     except ImportError:
         raise ConfigError("--engine spark needs pyspark: pip install 'pyspark==3.5.4'") from None
     uses_s3 = tc.input.startswith("s3://") or tc.output.startswith("s3://")
+    log = _spark_log(cache_dir)
+    if uses_s3 and not _ivy_has(cache_dir, hadoop_aws_package()):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "fetching %s and the AWS SDK it needs from Maven Central (once, about 280 MB)", hadoop_aws_package()
+        )
     try:
-        spark = local_session(s3=s3 if uses_s3 else None, sse=tc.sse, cache_dir=cache_dir)
-    except RuntimeError as exc:  # the JVM did not start (PySparkRuntimeError): its lines above say why
+        with _output_to(log):  # the JVM's start-up chatter (Ivy's report, warnings) goes to its log
+            spark = local_session(s3=s3 if uses_s3 else None, sse=tc.sse, cache_dir=cache_dir)
+    except RuntimeError as exc:  # the JVM did not start (PySparkRuntimeError)
         need = f" with {hadoop_aws_package()} from Maven Central (for s3://)" if uses_s3 else ""
-        raise TransformError(f"local Spark could not start{need}: {_first_line(exc)}") from None
+        why = _last_error_line(log) or _first_line(exc)
+        raise TransformError(f"local Spark could not start{need}: {why} (its log: {log})") from None
     try:
         return run(
             spark,
@@ -441,6 +451,59 @@ def run_local(
         raise TransformError(f"spark: {_java_reason(exc.java_exception.toString())}") from None
     finally:
         spark.stop()
+
+
+def _ivy_has(cache_dir: str | None, package: str) -> bool:
+    """Whether Spark's Ivy cache under ``cache_dir`` already holds ``group:artifact:version``."""
+    import os
+
+    if not cache_dir:
+        return False
+    group, artifact, version = package.split(":")
+    return (Path(os.path.expanduser(cache_dir)) / "ivy" / "jars" / f"{group}_{artifact}-{version}.jar").is_file()
+
+
+def _spark_log(cache_dir: str | None) -> Path:
+    import os
+    import tempfile
+
+    base = Path(os.path.expanduser(cache_dir)) if cache_dir else Path(tempfile.gettempdir()) / "stockpipe"
+    return base / "logs" / "spark-etl.log"
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Points file descriptors 1 and 2 at ``path`` (truncated) while the block runs: a child started
+    in it, such as Spark's JVM, keeps writing there; this process's own are restored after it."""
+    import os
+    import sys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with path.open("wb") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in enumerate(saved, start=1):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _last_error_line(log: Path) -> str | None:
+    """The last line of a JVM log that names an error (Ivy's unresolved dependency, an exception)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    marks = ("unresolved dependency", "Exception", "Error", "error")
+    hits = [line.strip(" :\t") for line in lines if any(m in line for m in marks) and not line.startswith("\tat ")]
+    return hits[-1] if hits else None
 
 
 def _java_reason(text: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stockpipe.config import SimulatorSettings, load_config
+from stockpipe.config import Config, SimulatorSettings, load_config
 from stockpipe.exceptions import ConfigError
 
 from .conftest import cli
@@ -232,11 +232,23 @@ def test_every_number_set_from_python_is_checked_again_when_a_stage_runs() -> No
 
     cfg = load_config(env={"FINNHUB_API_KEY": "k"}, use_default_file=False)
     cfg.finnhub.silence_timeout_s = float("nan")
-    with pytest.raises(ConfigError, match=r"\[finnhub\] silence_timeout_s = nan \(from default\): expected a finite"):
+    with pytest.raises(ConfigError, match=r"\[finnhub\] silence_timeout_s = nan \(from Python\): expected a finite"):
         Producer(cfg).run()
     cfg = load_config(env={}, use_default_file=False)
     cfg.sink.batch_size = -1
-    with pytest.raises(ConfigError, match=r"\[sink\] batch_size = -1 .*must be greater than zero"):
+    with pytest.raises(ConfigError, match=r"\[sink\] batch_size = -1 \(from Python\): must be greater than zero"):
+        Sink(cfg).run()
+    # A value no one changed after loading keeps its source; a Config built by hand has no other.
+    cfg = load_config(env={"STOCKPIPE_SINK_BATCH_SIZE": "5"}, use_default_file=False)
+    assert (cfg.source_of("sink", "batch_size"), cfg.source_of("sink", "gzip")) == (
+        "env STOCKPIPE_SINK_BATCH_SIZE",
+        "default",
+    )
+    cfg.finnhub.symbols.append("NVDA")
+    assert cfg.source_of("finnhub", "symbols") == "Python"
+    cfg = Config()
+    cfg.sink.batch_size = 0
+    with pytest.raises(ConfigError, match=r"\[sink\] batch_size = 0 \(from Python\)"):
         Sink(cfg).run()
 
 

@@ -289,6 +289,18 @@ class Config:
     dev: DevSettings = field(default_factory=DevSettings)
     #: ``(section, key)`` → where the value came from (``default``, ``config.ini``, ...).
     sources: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    #: ``(section, key)`` → the value :func:`load_config` left, to tell a value set later from Python.
+    loaded: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def source_of(self, section: str, key: str) -> str:
+        """Where the current value of ``[section] key`` came from."""
+        value = getattr(getattr(self, section), key)
+        if (section, key) not in self.loaded:
+            return self.sources.get((section, key), "Python")
+        before = self.loaded[(section, key)]
+        if before is not value and before != value:
+            return "Python"
+        return self.sources.get((section, key), "default")
 
     def section_json(self, section: str, *, only: tuple[str, ...] | None = None) -> str:
         """The section as JSON for the native core (secrets included: it never leaves the process)."""
@@ -472,7 +484,17 @@ def load_config(
         f = _field(section, key, "command line")
         _set(cfg, section, f, coerce(section, f, value, f"flag {flag_for(f)}"), f"flag {flag_for(f)}")
     validate(cfg)
+    cfg.loaded = {
+        (section, f.name): _snapshot(getattr(getattr(cfg, section), f.name))
+        for section in SECTIONS
+        for f in fields_of(section)
+    }
     return cfg
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of a list value, so that one changed in place later is seen as changed."""
+    return list(value) if isinstance(value, list) else value
 
 
 def _field(section: str, key: str, source: str) -> dataclasses.Field[Any]:
@@ -547,7 +569,7 @@ def _apply_env(cfg: Config, env: Mapping[str, str]) -> None:
 def _fail(cfg: Config, section: str, key: str, message: str) -> None:
     f = _field(section, key, "validation")
     value = getattr(getattr(cfg, section), key)
-    raise ConfigError(f"[{section}] {key} = {_show(f, value)} (from {cfg.sources[(section, key)]}): {message}")
+    raise ConfigError(f"[{section}] {key} = {_show(f, value)} (from {cfg.source_of(section, key)}): {message}")
 
 
 #: Settings that must be above zero (every other number must not be negative).

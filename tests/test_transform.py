@@ -502,6 +502,7 @@ def test_glue_setup_deploy_run_twice(stack: Stack, aws_emulator: str, tmp_path: 
     args = job["DefaultArguments"]
     assert args["--job-bookmark-option"] == "job-bookmark-enable"
     assert args["--input"] == f"s3://{bucket}/{prefix}" and args["--source"] == "catalog"
+    assert args["--encryption-type"] == "sse-s3"  # the output encrypted like the raw zone
     script_key = job["Command"]["ScriptLocation"].split(f"s3://{bucket}/", 1)[1]
     script = s3.get_object(Bucket=bucket, Key=script_key)
     assert script["ServerSideEncryption"] == "AES256"

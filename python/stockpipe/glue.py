@@ -371,6 +371,8 @@ def deploy(cfg: Config) -> Plan:
             "--source": g.source,
             "--database": g.database,
             "--raw_table": g.raw_table,
+            # Glue writes the job's output with SSE-S3 too, as the sink and the Rust engine do.
+            **({"--encryption-type": "sse-s3"} if t.sse.upper() == "AES256" else {}),
         },
         "GlueVersion": g.glue_version,
         "WorkerType": g.worker_type,

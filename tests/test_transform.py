@@ -239,29 +239,39 @@ def spark_read_count(path: Path) -> int:
     return int(n)
 
 
-def test_rust_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Path) -> None:
-    import io
+def raw_lake_in_s3(stack: Stack, root: Path, tag: str, **sizes: int) -> tuple[Any, str, Any]:
+    """Raw objects written under ``root`` and uploaded to the S3 server: (client, lake URI, what was written)."""
+    raw = write_raw(root, **sizes)
+    s3 = stack.s3()
+    bucket, prefix = "kafka.stock.market.project", f"{tag}-{time.time_ns()}"
+    for path in raw.objects:
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(root)}", Body=path.read_bytes())
+    return s3, f"s3://{bucket}/{prefix}", raw
 
+
+def processed_tables(s3: Any, uri: str) -> list[Any]:
+    """Each Parquet file under the lake's processed.data/ (key order), each checked to be SSE-S3 encrypted."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    raw = write_raw(tmp_path, clean_per_day=2000, objects_per_day=4, dirty_every=50)
-    s3 = stack.s3()
-    bucket, prefix = "kafka.stock.market.project", f"etl-{time.time_ns()}"
-    for path in raw.objects:
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(tmp_path)}", Body=path.read_bytes())
-    uri = f"s3://{bucket}/{prefix}"
+    bucket, prefix = uri[len("s3://") :].split("/", 1)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/processed.data/")["Contents"]]
+    tables = []
+    for key in sorted(k for k in keys if k.endswith(".parquet")):
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        assert obj["ServerSideEncryption"] == "AES256", key
+        tables.append(pq.read_table(pa.BufferReader(obj["Body"].read()), partitioning=None))
+    return tables
+
+
+def test_rust_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Path) -> None:
+    s3, uri, raw = raw_lake_in_s3(stack, tmp_path, "etl", clean_per_day=2000, objects_per_day=4, dirty_every=50)
     done = cli("etl", "--input", uri, "--output", uri, "--json", env=stack.env)
     stats = json.loads(done.stdout)
     assert (stats["rows"], stats["quarantined"], stats["duplicates"]) == (raw.clean, raw.dirty, raw.duplicates)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/processed.data/")["Contents"]]
-    parquet = [k for k in keys if k.endswith(".parquet")]
-    assert len(parquet) == len(DAYS)
-    n = 0
-    for key in parquet:
-        obj = s3.get_object(Bucket=bucket, Key=key)
-        assert obj["ServerSideEncryption"] == "AES256"
-        n += pq.read_table(io.BytesIO(obj["Body"].read())).num_rows
-    assert n == raw.clean
+    tables = processed_tables(s3, uri)
+    assert len(tables) == len(DAYS)
+    assert sum(t.num_rows for t in tables) == raw.clean
     again = json.loads(cli("etl", "--input", uri, "--output", uri, "--json", env=stack.env).stdout)
     assert (again["days"], again["days_skipped"]) == (0, len(DAYS))
 
@@ -271,15 +281,11 @@ def test_spark_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Pat
     """`etl --engine spark` on an s3:// lake: Hadoop's S3A connector (added from Maven Central) against
     the S3 server, the same rows as the Rust engine, and SSE-S3 on every object it writes."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    import stockpipe
 
     rust = tmp_path / "rust"
-    raw = write_raw(rust, clean_per_day=500, objects_per_day=2, dirty_every=50)
-    s3 = stack.s3()
-    bucket, prefix = "kafka.stock.market.project", f"spark-{time.time_ns()}"
-    for path in raw.objects:
-        s3.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(rust)}", Body=path.read_bytes())
-    uri = f"s3://{bucket}/{prefix}"
+    s3, uri, raw = raw_lake_in_s3(stack, rust, "spark", clean_per_day=500, objects_per_day=2, dirty_every=50)
     done = cli("etl", "--engine", "spark", "--input", uri, "--output", uri, "--json", env=stack.env, timeout=900)
     stats = json.loads(done.stdout)  # the JVM's start-up chatter went to its log, not to stdout
     assert (stats["engine"], stats["rows"], stats["quarantined"], stats["duplicates"]) == (
@@ -288,45 +294,23 @@ def test_spark_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Pat
         raw.dirty,
         raw.duplicates,
     )
-
-    import stockpipe
-
     stockpipe.transform(config=cfg_for(rust))
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/processed.data/")["Contents"]]
-    parquet = sorted(k for k in keys if k.endswith(".parquet"))
-    assert len(parquet) == len(DAYS)
-    tables = []
-    for key in parquet:
-        obj = s3.get_object(Bucket=bucket, Key=key)
-        assert obj["ServerSideEncryption"] == "AES256", key
-        tables.append(pq.read_table(pa.BufferReader(obj["Body"].read()), partitioning=None))
+    tables = processed_tables(s3, uri)
+    assert len(tables) == len(DAYS)
     assert pa.concat_tables(tables).to_pylist() == read_rows(rust)
+    bucket, prefix = uri[len("s3://") :].split("/", 1)
     for day in DAYS:
-        manifest = json.loads(
-            s3.get_object(Bucket=bucket, Key=f"{prefix}/processed.data/_manifest/{day}.json")["Body"].read()
-        )
+        key = f"{prefix}/processed.data/_manifest/{day}.json"
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         assert manifest["engine"] == "spark" and manifest["rows"] > 0
 
     # Nothing changed: the manifests say so, and no day is rebuilt.
-    again = json.loads(
-        cli("etl", "--engine", "spark", "--input", uri, "--output", uri, "--json", env=stack.env, timeout=900)
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    again = json.loads(cli("etl", "--engine", "spark", "--input", uri, "--output", uri, "--json", env=stack.env).stdout)
     assert (again["days"], again["days_skipped"]) == (0, len(DAYS))
 
     # A bucket that is not there: one line naming it, not a JVM stack trace.
     missing = cli(
-        "etl",
-        "--engine",
-        "spark",
-        "--input",
-        "s3://no-such-bucket-here/x",
-        "--output",
-        uri,
-        env=stack.env,
-        check=False,
-        timeout=900,
+        "etl", "--engine", "spark", "--input", "s3://no-such-bucket-here/x", "--output", uri, env=stack.env, check=False
     )
     assert missing.returncode == 1, missing.stderr[-3000:]
     errors = [line for line in missing.stderr.splitlines() if "error:" in line]

@@ -378,6 +378,37 @@ def test_glue_job_on_local_spark_matches_the_rust_engine(tmp_path: Path) -> None
     assert stockpipe.transform(config=cfg_for(spark)).days_skipped == len(DAYS)
 
 
+@pytest.mark.spark
+def test_an_interrupted_spark_run_ends_in_one_line_and_its_days_are_rebuilt_next_time(tmp_path: Path) -> None:
+    import signal
+
+    import stockpipe
+
+    write_raw(tmp_path, clean_per_day=100_000, objects_per_day=4)
+    assert stockpipe.transform(config=cfg_for(tmp_path)).days == len(DAYS)
+    before = read_rows(tmp_path)
+    manifests = [tmp_path / f"processed.data/_manifest/{day.isoformat()}.json" for day in DAYS]
+    lake = f"file://{tmp_path}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_")}
+    job = [sys.executable, "-m", "stockpipe", "etl", "--engine", "spark", "--full", "--input", lake, "--output", lake]
+    proc = subprocess.Popen(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while all(m.exists() for m in manifests):  # a day's rebuild starts by removing its manifest
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted: cancelling Spark's jobs" in err and "Traceback" not in err, err[-3000:]
+    # The days it did not finish kept no manifest, so even a run without --full rebuilds them.
+    assert not any(m.exists() for m in manifests)
+    assert stockpipe.transform(config=cfg_for(tmp_path)).days == len(DAYS)
+    assert read_rows(tmp_path) == before
+
+
 # ---------------------------------------------------------------- Glue catalog, crawler and job
 
 

@@ -246,6 +246,9 @@ def run(
     deduped = clean.withColumn("_n", F.row_number().over(first)).filter(F.col("_n") == 1).drop("_n")
 
     for day in todo:
+        # The manifest goes first: a run stopped part-way leaves the day without one, so the next
+        # run rebuilds it (with --full the old manifest would still match the inputs).
+        dst.delete(f"{processed_prefix}/_manifest/{day.isoformat()}.json")
         dst.delete(f"{processed_prefix}/{_day_path(day)}")
         dst.delete(f"{quarantine_prefix}/{_day_path(day)}")
     names = [c for c, _ in rules.COLUMNS]
@@ -415,7 +418,7 @@ def run_local(
 
     try:
         import pyspark  # noqa: F401
-        from py4j.protocol import Py4JJavaError  # type: ignore[import-untyped]
+        from py4j.protocol import Py4JError, Py4JJavaError  # type: ignore[import-untyped]
     except ImportError:
         raise ConfigError("--engine spark needs pyspark: pip install 'pyspark==3.5.4'") from None
     uses_s3 = tc.input.startswith("s3://") or tc.output.startswith("s3://")
@@ -434,23 +437,72 @@ def run_local(
         why = _last_error_line(log) or _first_line(exc)
         raise TransformError(f"local Spark could not start{need}: {why} (its log: {log})") from None
     try:
-        return run(
-            spark,
-            input_uri=hadoop_uri(tc.input),
-            output_uri=hadoop_uri(tc.output),
-            raw_prefix=tc.raw_prefix,
-            processed_prefix=tc.processed_prefix,
-            quarantine_prefix=tc.quarantine_prefix,
-            compression=tc.compression,
-            rows_per_file=tc.rows_per_file,
-            date=date,
-            since=since,
-            full=full,
-        )
-    except Py4JJavaError as exc:
-        raise TransformError(f"spark: {_java_reason(exc.java_exception.toString())}") from None
+        with _cancel_on_interrupt(spark) as interrupted:
+            try:
+                return run(
+                    spark,
+                    input_uri=hadoop_uri(tc.input),
+                    output_uri=hadoop_uri(tc.output),
+                    raw_prefix=tc.raw_prefix,
+                    processed_prefix=tc.processed_prefix,
+                    quarantine_prefix=tc.quarantine_prefix,
+                    compression=tc.compression,
+                    rows_per_file=tc.rows_per_file,
+                    date=date,
+                    since=since,
+                    full=full,
+                )
+            except Py4JError as exc:
+                if interrupted.is_set():  # Spark's jobs were cancelled: the days not done keep no manifest
+                    raise KeyboardInterrupt from None
+                if isinstance(exc, Py4JJavaError):
+                    raise TransformError(f"spark: {_java_reason(exc.java_exception.toString())}") from None
+                raise
     finally:
         spark.stop()
+
+
+@contextlib.contextmanager
+def _cancel_on_interrupt(spark: Any) -> Iterator[Any]:
+    """While the block runs on the main thread, a first SIGINT or SIGTERM cancels Spark's jobs (the
+    block then ends with KeyboardInterrupt) and a second one stops at once. Yields the event set by the
+    first."""
+    import signal
+    import sys
+    import threading
+
+    interrupted = threading.Event()
+    done = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def cancel() -> None:  # every job, including one started after the first cancel
+        while not done.is_set():
+            try:
+                spark.sparkContext.cancelAllJobs()
+            except Exception:  # noqa: BLE001 (the session may be stopping)
+                return
+            done.wait(0.5)
+
+    def handler(_signum: int, _frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        print(
+            "interrupted: cancelling Spark's jobs (interrupt again to stop without waiting)",
+            file=sys.stderr,
+            flush=True,
+        )
+        threading.Thread(target=cancel, name="spark-cancel", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield interrupted
+    finally:
+        done.set()
+        for sig, h in previous.items():
+            signal.signal(sig, h)
 
 
 def _ivy_has(cache_dir: str | None, package: str) -> bool:

@@ -288,6 +288,7 @@ def test_spark_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Pat
     s3, uri, raw = raw_lake_in_s3(stack, rust, "spark", clean_per_day=500, objects_per_day=2, dirty_every=50)
     done = cli("etl", "--engine", "spark", "--input", uri, "--output", uri, "--json", env=stack.env, timeout=900)
     stats = json.loads(done.stdout)  # the JVM's start-up chatter went to its log, not to stdout
+    assert "spark | jobs done" in done.stderr  # its progress, once a second
     assert (stats["engine"], stats["rows"], stats["quarantined"], stats["duplicates"]) == (
         "spark",
         raw.clean,

@@ -388,20 +388,19 @@ def cmd_topics(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_etl(args: argparse.Namespace, cfg: Config) -> int:
     import dataclasses
 
-    from stockpipe.etl import format_status, transform
+    from stockpipe.etl import format_spark_status, format_status, transform
 
-    status = StatusLineFor(1.0, format_status) if cfg.transform.engine == "rust" else None
+    status = StatusLineFor(1.0, format_spark_status if cfg.transform.engine == "spark" else format_status)
     try:
         stats = transform(
             config=cfg,
             date=args.date,
             since=args.since,
             full=args.full,
-            status=status.callback if status else None,
+            status=status.callback,
         )
     finally:
-        if status:
-            status.close()
+        status.close()
     if stats.objects == 0 and stats.days_skipped == 0 and not stats.interrupted:
         where = f"{cfg.transform.input.rstrip('/')}/{cfg.transform.raw_prefix}/"
         print(

@@ -25,7 +25,7 @@ from stockpipe import rules
 from stockpipe.config import LAKE_URI_EXPECTED, Config, is_lake_uri, load_config
 from stockpipe.exceptions import ConfigError
 
-__all__ = ["TransformStats", "format_status", "main", "transform"]
+__all__ = ["TransformStats", "format_spark_status", "format_status", "main", "transform"]
 
 RUST_TRANSFORM_KEYS = (
     "input",
@@ -89,6 +89,16 @@ class TransformStats:
         )
 
 
+def format_spark_status(now: Mapping[str, float], prev: Mapping[str, float], dt_s: float) -> str:
+    """The status line of ``--engine spark``: Spark's own progress (it counts no rows until the end)."""
+    stage = f"{now.get('stage', -1):4.0f}" if now.get("stage", -1) >= 0 else "   -"
+    return (
+        f"spark | jobs done {now.get('jobs_done', 0):3.0f} | stage {stage} | "
+        f"tasks {now.get('tasks_done', 0):5.0f}/{now.get('tasks', 0):<5.0f} "
+        f"(running {now.get('tasks_running', 0):.0f}) | {now.get('elapsed_s', 0):5.0f} s"
+    )
+
+
 def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt_s: float) -> str:
     rate = (now.get("lines", 0) - prev.get("lines", 0)) / dt_s
     return (
@@ -137,7 +147,7 @@ def transform(
         since: only this day and later ones.
         full: rebuild the selected days even when their raw objects did not change.
         config: settings to start from (default: :func:`stockpipe.load_config`).
-        status: called about once a second with the counters (Rust engine).
+        status: called about once a second with the counters (Rust engine) or Spark's progress (Spark).
     """
     cfg = config if config is not None else load_config()
     tc = dataclasses.replace(
@@ -153,7 +163,9 @@ def transform(
     if tc.engine == "spark":
         from stockpipe import spark_etl
 
-        counts = spark_etl.run_local(tc, cfg.s3, date=date, since=since, full=full, cache_dir=cfg.dev.cache_dir)
+        counts = spark_etl.run_local(
+            tc, cfg.s3, date=date, since=since, full=full, cache_dir=cfg.dev.cache_dir, status=status
+        )
         return TransformStats.from_counts("spark", counts)
     if tc.engine != "rust":
         raise ConfigError(f"[transform] engine = {tc.engine!r}: expected rust or spark")

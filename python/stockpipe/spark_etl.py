@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -408,8 +408,10 @@ def run_local(
     since: str | None = None,
     full: bool = False,
     cache_dir: str | None = None,
+    status: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, int]:
-    """Runs :func:`run` on a local Spark session with ``[transform]`` settings ``tc``.
+    """Runs :func:`run` on a local Spark session with ``[transform]`` settings ``tc``; ``status`` is
+    called about once a second with Spark's progress (see :func:`_progress`).
 
     Spark's own failures (a bucket it may not read, a server that does not answer) are raised as
     :class:`~stockpipe.exceptions.TransformError` with the JVM's one-line reason.
@@ -437,7 +439,7 @@ def run_local(
         why = _last_error_line(log) or _first_line(exc)
         raise TransformError(f"local Spark could not start{need}: {why} (its log: {log})") from None
     try:
-        with _cancel_on_interrupt(spark) as interrupted:
+        with _cancel_on_interrupt(spark) as interrupted, _progress(spark, status):
             try:
                 return run(
                     spark,
@@ -460,6 +462,49 @@ def run_local(
                 raise
     finally:
         spark.stop()
+
+
+@contextlib.contextmanager
+def _progress(spark: Any, status: Callable[[dict[str, float]], None] | None, interval: float = 1.0) -> Iterator[None]:
+    """While the block runs, calls ``status`` every ``interval`` seconds with Spark's progress: jobs
+    done, the newest running stage, its running stages' tasks (done, running, in all), seconds since
+    the start."""
+    import threading
+
+    if status is None:
+        yield
+        return
+    import time
+
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def poll() -> None:
+        tracker = spark.sparkContext.statusTracker()
+        while not stop.wait(interval):
+            try:
+                jobs = [tracker.getJobInfo(j) for j in tracker.getJobIdsForGroup()]
+                stages = [s for s in map(tracker.getStageInfo, tracker.getActiveStageIds()) if s is not None]
+            except Exception:  # noqa: BLE001 (the session is stopping)
+                return
+            status(
+                {
+                    "jobs_done": float(sum(1 for j in jobs if j is not None and j.status == "SUCCEEDED")),
+                    "stage": float(max((s.stageId for s in stages), default=-1)),
+                    "tasks_done": float(sum(s.numCompletedTasks for s in stages)),
+                    "tasks_running": float(sum(s.numActiveTasks for s in stages)),
+                    "tasks": float(sum(s.numTasks for s in stages)),
+                    "elapsed_s": time.monotonic() - started,
+                }
+            )
+
+    thread = threading.Thread(target=poll, name="spark-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -313,6 +314,7 @@ def run(
     return {**counts, **totals, **{f"quarantined_{r}": n for r, n in reasons.items()}}
 
 
+@functools.cache
 def hadoop_aws_package() -> str:
     """The Maven coordinates of Hadoop's S3A connector matching the Hadoop inside ``pyspark``.
 
@@ -470,12 +472,11 @@ def _progress(spark: Any, status: Callable[[dict[str, float]], None] | None, int
     done, the newest running stage, its running stages' tasks (done, running, in all), seconds since
     the start."""
     import threading
+    import time
 
     if status is None:
         yield
         return
-    import time
-
     stop = threading.Event()
     started = time.monotonic()
 

@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # builds incrementally once the machine has built stockpipe before.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/stockpipe/target
 
-.PHONY: help venv build lint fmt test test-rust test-python demo bench chaos fuzz clean
+.PHONY: help venv build wheel lint fmt test test-rust test-python demo bench chaos fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ venv: $(VENV)/.installed  ## create the virtualenv with every tool the tests nee
 
 build: venv  ## build the Rust extension into the virtualenv (release)
 	maturin develop --release --quiet
+
+wheel: venv  ## the release artefacts in dist/: a manylinux wheel (OpenSSL bundled) and the sdist
+	maturin build --release --out dist
+	maturin sdist --out dist
 
 lint: build  ## cargo fmt, clippy, ruff, mypy (and the stub against the built module)
 	cargo fmt --check
@@ -60,4 +64,4 @@ fuzz:  ## a longer run of the fuzz targets (FUZZ_CASES per target, default 20000
 	FUZZ_CASES=$${FUZZ_CASES:-200000} cargo test --release --quiet --test frame_fuzz --test decode_fuzz
 
 clean:  ## remove build outputs (not the download cache)
-	rm -rf target $(VENV) stockpipe-data
+	rm -rf target dist $(VENV) stockpipe-data

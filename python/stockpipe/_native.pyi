@@ -40,6 +40,7 @@ def run_producer(
     status_every_s: float = 1.0,
     flush_timeout_s: float = 4.0,
     stop: StopHandle | None = None,
+    metrics_address: str | None = None,
 ) -> dict[str, Any]: ...
 def run_quotes(
     finnhub_json: str,
@@ -50,6 +51,7 @@ def run_quotes(
     status: Callable[[Mapping[str, float]], None] | None = None,
     status_every_s: float = 1.0,
     stop: StopHandle | None = None,
+    metrics_address: str | None = None,
 ) -> dict[str, Any]: ...
 def run_simulator(
     sim_json: str,
@@ -72,6 +74,7 @@ def run_sink(
     status: Callable[[Mapping[str, float]], None] | None = None,
     status_every_s: float = 1.0,
     stop: StopHandle | None = None,
+    metrics_address: str | None = None,
 ) -> dict[str, Any]: ...
 def run_transform(
     transform_json: str,

@@ -347,12 +347,18 @@ def cmd_simulate(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _announce_metrics(stage: str, address: str | None) -> None:
+    if address:
+        print(f"{stage}: Prometheus metrics at http://{address}/metrics while running", file=sys.stderr)
+
+
 def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
     from stockpipe.producer import Producer, format_quotes_status, format_status
 
     _explain_missing_key(cfg)
     line = format_quotes_status if cfg.producer.mode == "quotes" else format_status
     status = StatusLineFor(cfg.producer.status_interval, line)
+    _announce_metrics("producer", cfg.producer.metrics_address)
     try:
         stats = Producer(cfg).run(status=status.callback)
     finally:
@@ -365,6 +371,7 @@ def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
     from stockpipe.consumer import Sink, format_status
 
     status = StatusLineFor(cfg.sink.status_interval, format_status)
+    _announce_metrics("sink", cfg.sink.metrics_address)
     try:
         stats = Sink(cfg).run(status=status.callback)
     finally:

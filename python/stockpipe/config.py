@@ -120,6 +120,9 @@ class ProducerSettings:
     duration: float | None = _opt(None, "stop after this many seconds")
     max_messages: int | None = _opt(None, "stop after publishing this many trades")
     status_interval: float = _opt(1.0, "seconds between status lines (0: quiet)")
+    metrics_address: str | None = _opt(
+        None, "serve Prometheus metrics on HOST:PORT at /metrics while running (e.g. 0.0.0.0:9464)"
+    )
 
 
 @dataclass(kw_only=True)
@@ -151,6 +154,9 @@ class SinkSettings:
     max_buffered_records: int = _opt(100_000, "pause a partition beyond this many buffered records")
     duration: float | None = _opt(None, "stop after this many seconds")
     status_interval: float = _opt(1.0, "seconds between status lines (0: quiet)")
+    metrics_address: str | None = _opt(
+        None, "serve Prometheus metrics on HOST:PORT at /metrics while running (e.g. 0.0.0.0:9464)"
+    )
 
 
 @dataclass(kw_only=True)
@@ -652,6 +658,11 @@ def validate(cfg: Config) -> None:
     for key in ("kafka_port", "s3_port"):
         if not 0 < getattr(cfg.dev, key) < 65536:
             _fail(cfg, "dev", key, "expected a port (1-65535)")
+    for section in ("producer", "sink"):
+        if address := getattr(cfg, section).metrics_address:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                _fail(cfg, section, "metrics_address", "expected HOST:PORT (0.0.0.0:PORT listens on every interface)")
     if cfg.sink.sse not in ("AES256", "aws:kms", "none"):
         _fail(cfg, "sink", "sse", "expected AES256, aws:kms or none")
     if cfg.transform.sse not in ("AES256", "none"):

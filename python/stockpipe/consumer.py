@@ -133,6 +133,7 @@ class Sink(Stoppable):
                 status=status,
                 status_every_s=max(cfg.sink.status_interval, 0.1),
                 stop=stop,
+                metrics_address=cfg.sink.metrics_address,
             )
         return SinkStats.from_native(raw)
 

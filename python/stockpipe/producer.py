@@ -155,7 +155,16 @@ class Producer(Stoppable):
 
             def call(run: Callable[..., Mapping[str, float]], **cap: int | None) -> Mapping[str, float]:
                 finnhub, kafka = cfg.section_json("finnhub"), json_kafka(cfg)
-                return run(finnhub, kafka, duration_s=seconds, status=status, status_every_s=every, stop=stop, **cap)
+                return run(
+                    finnhub,
+                    kafka,
+                    duration_s=seconds,
+                    status=status,
+                    status_every_s=every,
+                    stop=stop,
+                    metrics_address=cfg.producer.metrics_address,
+                    **cap,
+                )
 
             if cfg.producer.mode == "quotes":
                 # REST /quote snapshots into [kafka] quotes_topic; `trades` counts snapshots published.

@@ -2,6 +2,7 @@
 //! and the single helper through which every blocking call waits: GIL released, Ctrl-C and
 //! SIGTERM honoured about every 100 ms by asking the stage to stop and finish cleanly.
 
+use crate::metrics::prometheus::{Exporter, Stage};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use pyo3::prelude::*;
@@ -186,6 +187,30 @@ pub fn stop_after(shutdown: &Shutdown, seconds: Option<f64>) -> PyResult<()> {
         });
     }
     Ok(())
+}
+
+/// Serves the run's counters to Prometheus on `address` (`[section] metrics_address`; empty: not
+/// at all) for as long as the returned guard lives.
+pub fn export(
+    section: &str,
+    address: Option<&str>,
+    stage: &'static Stage,
+    metrics: &Arc<Metrics>,
+) -> PyResult<Option<Exporter>> {
+    let Some(address) = address.filter(|a| !a.is_empty()) else {
+        return Ok(None);
+    };
+    let exporter =
+        Exporter::start(address, stage, metrics.clone(), rt().handle()).map_err(|e| {
+            super::errors::config_error(format!(
+                "[{section}] metrics_address = {address:?}: cannot listen there: {e}"
+            ))
+        })?;
+    log::info!(
+        "metrics for Prometheus on http://{}/metrics",
+        exporter.address()
+    );
+    Ok(Some(exporter))
 }
 
 /// Runs one stage to completion (see [`wait_for`]) and returns its counters as a dict, with

@@ -1,8 +1,11 @@
 //! Bindings for the Kafka → object storage sink.
 
 use super::errors::{config_error, py_error};
-use super::runtime::{parse_section as parse, rt, run_stage, shutdown_of, stop_after, StopHandle};
+use super::runtime::{
+    export, parse_section as parse, rt, run_stage, shutdown_of, stop_after, StopHandle,
+};
 use crate::config::{KafkaConfig, S3Config, SinkConfig};
+use crate::metrics::prometheus::SINK;
 use crate::metrics::Metrics;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -21,7 +24,7 @@ impl From<crate::sink::Error> for PyErr {
 
 /// Runs Kafka → JSONL objects until stopped; returns the counters.
 #[pyfunction]
-#[pyo3(signature = (kafka_json, sink_json, s3_json, *, duration_s=None, status=None, status_every_s=1.0, stop=None))]
+#[pyo3(signature = (kafka_json, sink_json, s3_json, *, duration_s=None, status=None, status_every_s=1.0, stop=None, metrics_address=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_sink<'py>(
     py: Python<'py>,
@@ -32,11 +35,13 @@ pub fn run_sink<'py>(
     status: Option<Bound<'py, PyAny>>,
     status_every_s: f64,
     stop: Option<Bound<'py, StopHandle>>,
+    metrics_address: Option<&str>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
     let scfg: SinkConfig = parse("sink", sink_json)?;
     let s3cfg: S3Config = parse("s3", s3_json)?;
     let metrics = Metrics::new(crate::sink::COUNTERS);
+    let _exporter = export("sink", metrics_address, &SINK, &metrics)?;
     let shutdown = shutdown_of(stop.as_ref());
     stop_after(&shutdown, duration_s)?;
     let fut = {

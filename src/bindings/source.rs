@@ -2,11 +2,12 @@
 
 use super::errors::py_error;
 use super::runtime::{
-    parse_section as parse, rt, run_stage, seconds, shutdown_of, snapshot_dict, stop_after,
+    export, parse_section as parse, rt, run_stage, seconds, shutdown_of, snapshot_dict, stop_after,
     wait_for, Progress, StopHandle,
 };
 use crate::config::{FinnhubConfig, KafkaConfig};
 use crate::kafka::{ensure_topics as ensure, TradeProducer};
+use crate::metrics::prometheus::PRODUCER;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::simulator::{SimConfig, Simulator};
@@ -36,7 +37,7 @@ pub fn validate_finnhub(finnhub_json: &str) -> PyResult<()> {
 
 /// Runs WebSocket → Kafka until stopped; returns the counters.
 #[pyfunction]
-#[pyo3(signature = (finnhub_json, kafka_json, *, max_trades=None, duration_s=None, status=None, status_every_s=1.0, flush_timeout_s=4.0, stop=None))]
+#[pyo3(signature = (finnhub_json, kafka_json, *, max_trades=None, duration_s=None, status=None, status_every_s=1.0, flush_timeout_s=4.0, stop=None, metrics_address=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_producer<'py>(
     py: Python<'py>,
@@ -48,6 +49,7 @@ pub fn run_producer<'py>(
     status_every_s: f64,
     flush_timeout_s: f64,
     stop: Option<Bound<'py, StopHandle>>,
+    metrics_address: Option<&str>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let fcfg: FinnhubConfig = parse("finnhub", finnhub_json)?;
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
@@ -55,6 +57,7 @@ pub fn run_producer<'py>(
     let mut names = source::client::COUNTERS.to_vec();
     names.extend_from_slice(crate::kafka::producer::COUNTERS);
     let metrics = Metrics::new(&names);
+    let _exporter = export("producer", metrics_address, &PRODUCER, &metrics)?;
     let shutdown = shutdown_of(stop.as_ref());
     stop_after(&shutdown, duration_s)?;
     let flush = seconds("flush_timeout_s", flush_timeout_s)?;
@@ -88,7 +91,7 @@ pub fn run_producer<'py>(
 
 /// Polls REST `/quote` snapshots into the quotes topic until stopped; returns the counters.
 #[pyfunction]
-#[pyo3(signature = (finnhub_json, kafka_json, *, max_quotes=None, duration_s=None, status=None, status_every_s=1.0, stop=None))]
+#[pyo3(signature = (finnhub_json, kafka_json, *, max_quotes=None, duration_s=None, status=None, status_every_s=1.0, stop=None, metrics_address=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_quotes<'py>(
     py: Python<'py>,
@@ -99,6 +102,7 @@ pub fn run_quotes<'py>(
     status: Option<Bound<'py, PyAny>>,
     status_every_s: f64,
     stop: Option<Bound<'py, StopHandle>>,
+    metrics_address: Option<&str>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let fcfg: FinnhubConfig = parse("finnhub", finnhub_json)?;
     let kcfg: KafkaConfig = parse("kafka", kafka_json)?;
@@ -107,6 +111,7 @@ pub fn run_quotes<'py>(
     names.extend_from_slice(crate::kafka::producer::COUNTERS);
     names.extend_from_slice(source::quotes::COUNTERS);
     let metrics = Metrics::new(&names);
+    let _exporter = export("producer", metrics_address, &PRODUCER, &metrics)?;
     let shutdown = shutdown_of(stop.as_ref());
     stop_after(&shutdown, duration_s)?;
     let producer = py.detach(|| TradeProducer::new(&kcfg, metrics.clone()))?;

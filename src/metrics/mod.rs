@@ -1,5 +1,7 @@
 //! Counters every stage exposes: cheap atomics written on the hot path, read as a snapshot by
-//! the status line, the Python API and the final summary.
+//! the status line, the Python API, the final summary and the Prometheus exporter.
+
+pub mod prometheus;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +55,27 @@ impl Metrics {
         }
     }
 
+    /// Whether `name` is one of this set's counters.
+    pub fn has(&self, name: &str) -> bool {
+        self.counters.contains_key(name)
+    }
+
+    /// The labelled gauges whose names start with `prefix`, with the prefix taken off.
+    pub fn labelled(&self, prefix: &str) -> Vec<(String, u64)> {
+        self.labelled.lock().map_or_else(
+            |_| Vec::new(),
+            |g| {
+                g.iter()
+                    .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), *v)))
+                    .collect()
+            },
+        )
+    }
+
+    pub fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
+
     pub fn get(&self, name: &str) -> u64 {
         self.counters
             .get(name)
@@ -101,6 +124,7 @@ pub struct Snapshot {
 /// quantile is within about 6% of the true value, with no allocation on the hot path.
 pub struct LatencyHistogram {
     buckets: Vec<AtomicU64>,
+    sum: AtomicU64,
 }
 
 const SUB: usize = 16;
@@ -110,6 +134,7 @@ impl Default for LatencyHistogram {
     fn default() -> Self {
         Self {
             buckets: (0..SUB * POWERS).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
         }
     }
 }
@@ -136,6 +161,33 @@ impl LatencyHistogram {
 
     pub fn record(&self, v: u64) {
         self.buckets[Self::index(v)].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(v, Ordering::Relaxed);
+    }
+
+    /// The sum of every recorded value.
+    pub fn sum(&self) -> u64 {
+        self.sum.load(Ordering::Relaxed)
+    }
+
+    /// The smallest bucket boundary at or above `v`: counts below it are exact.
+    pub fn boundary_at_least(v: u64) -> u64 {
+        let i = Self::index(v);
+        if Self::lower_bound(i) == v {
+            v
+        } else {
+            Self::lower_bound(i + 1)
+        }
+    }
+
+    /// How many recorded values are below `bound`; exact when `bound` is a bucket boundary
+    /// (see [`Self::boundary_at_least`]), else it counts the bucket that straddles it too.
+    pub fn count_below(&self, bound: u64) -> u64 {
+        self.buckets
+            .iter()
+            .enumerate()
+            .take_while(|(i, _)| Self::lower_bound(*i) < bound)
+            .map(|(_, b)| b.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn count(&self) -> u64 {
@@ -174,6 +226,21 @@ mod tests {
         let p99 = h.quantile(0.99) as f64;
         assert!((p50 - 5000.0).abs() / 5000.0 < 0.07, "p50 {p50}");
         assert!((p99 - 9900.0).abs() / 9900.0 < 0.07, "p99 {p99}");
+    }
+
+    #[test]
+    fn counts_below_a_boundary_are_exact() {
+        let h = LatencyHistogram::default();
+        for v in [3, 999, 1000, 1023, 1024, 1025, 5000, 40_000] {
+            h.record(v);
+        }
+        assert_eq!(LatencyHistogram::boundary_at_least(1000), 1024);
+        assert_eq!(LatencyHistogram::boundary_at_least(1024), 1024);
+        assert_eq!(LatencyHistogram::boundary_at_least(5), 5);
+        assert_eq!(h.count_below(1024), 4);
+        assert_eq!(h.count_below(LatencyHistogram::boundary_at_least(5000)), 7);
+        assert_eq!(h.count_below(u64::MAX), 8);
+        assert_eq!(h.sum(), 3 + 999 + 1000 + 1023 + 1024 + 1025 + 5000 + 40_000);
     }
 
     #[test]

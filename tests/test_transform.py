@@ -550,3 +550,35 @@ def test_glue_commands_explain_missing_settings(tmp_path: Path) -> None:
     done = cli("glue", "run", "--glue-endpoint-url", "http://127.0.0.1:9", env=no_keys, check=False)
     assert done.returncode == 1 and "get_job: no AWS credentials: set AWS_ACCESS_KEY_ID" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_interrupting_glue_run_leaves_the_job_running_and_says_how_to_stop_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import signal
+
+    import boto3
+    from botocore.stub import Stubber
+
+    from stockpipe import glue as glue_mod
+
+    cfg = load_config(env={}, use_default_file=False)
+    cfg.glue.poll_seconds = 0.0
+    client = boto3.client("glue", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    monkeypatch.setattr(glue_mod, "_client", lambda _cfg, _service: client)
+    name = cfg.glue.job_name
+
+    def on_state(state: str, _seconds: float) -> None:
+        if state == "RUNNING":
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while the job runs
+
+    with Stubber(client) as stub:  # no BatchStopJobRun among them: the run is Glue's to finish
+        stub.add_response("get_job", {"Job": {"Name": name}}, {"JobName": name})
+        stub.add_response("start_job_run", {"JobRunId": "jr_1"}, {"JobName": name, "Arguments": {}})
+        stub.add_response(
+            "get_job_run", {"JobRun": {"Id": "jr_1", "JobRunState": "RUNNING"}}, {"JobName": name, "RunId": "jr_1"}
+        )
+        with pytest.raises(KeyboardInterrupt):
+            glue_mod.run(cfg, on_state=on_state)
+        stub.assert_no_pending_responses()
+    assert f"aws glue batch-stop-job-run --job-name {name} --job-run-ids jr_1" in caplog.text

@@ -236,24 +236,43 @@ def _lake_on_s3(stack: Stack, tmp_path: Path) -> tuple[str, Any]:
     return lake, s3
 
 
+class RedshiftLoad:
+    """A processed lake on the S3 server, a Redshift Data client to stub, and the load's statements."""
+
+    def __init__(self, stack: Stack, tmp_path: Path) -> None:
+        import hashlib
+
+        import boto3
+
+        self.lake, self.s3 = _lake_on_s3(stack, tmp_path)
+        self.cfg = load_config(env=stack.env, use_default_file=False)
+        self.cfg.warehouse.iam_role = "arn:aws:iam::123456789012:role/redshift-copy"
+        self.cfg.warehouse.poll_seconds = 0.0
+        self.client = boto3.client(
+            "redshift-data", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        self.bucket, prefix = self.lake[5:].split("/", 1)
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{prefix}/processed.data/")["Contents"]
+        self.files = [
+            warehouse._File(
+                f"s3://{self.bucket}/{o['Key']}", self.s3.head_object(Bucket=self.bucket, Key=o["Key"])["ContentLength"]
+            )
+            for o in listed
+        ]
+        digest = hashlib.sha256(warehouse.manifest_json(sorted(self.files, key=lambda f: f.uri))).hexdigest()[:16]
+        self.manifest = f"s3://{self.bucket}/{prefix}/_loads/manifest-{digest}.json"
+        self.sqls = warehouse.load_statements(
+            schema="public", manifest=self.manifest, iam_role=self.cfg.warehouse.iam_role
+        )
+        self.where = {"WorkgroupName": "stockpipe-wg", "Database": "dev"}
+
+
 def test_redshift_load_sends_exactly_these_requests(stack: Stack, tmp_path: Path) -> None:
-    import boto3
     from botocore.stub import Stubber
 
-    lake, s3 = _lake_on_s3(stack, tmp_path)
-    cfg = load_config(env=stack.env, use_default_file=False)
-    cfg.warehouse.iam_role = "arn:aws:iam::123456789012:role/redshift-copy"
-    cfg.warehouse.poll_seconds = 0.0
-    client = boto3.client("redshift-data", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    bucket, prefix = lake[5:].split("/", 1)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/processed.data/")["Contents"]]
-    files = [warehouse._File(f"s3://{bucket}/{k}", s3.head_object(Bucket=bucket, Key=k)["ContentLength"]) for k in keys]
-    import hashlib
-
-    digest = hashlib.sha256(warehouse.manifest_json(sorted(files, key=lambda f: f.uri))).hexdigest()[:16]
-    manifest = f"s3://{bucket}/{prefix}/_loads/manifest-{digest}.json"
-    sqls = warehouse.load_statements(schema="public", manifest=manifest, iam_role=cfg.warehouse.iam_role)
-    where = {"WorkgroupName": "stockpipe-wg", "Database": "dev"}
+    rs = RedshiftLoad(stack, tmp_path)
+    lake, s3, cfg, client, bucket = rs.lake, rs.s3, rs.cfg, rs.client, rs.bucket
+    files, manifest, sqls, where = rs.files, rs.manifest, rs.sqls, rs.where
     subs = [{"Id": f"b1:{i + 1}", "Status": "FINISHED", "QueryString": s} for i, s in enumerate(sqls)]
     subs[2]["ResultRows"] = 410  # COPY
     subs[4]["ResultRows"] = 410  # MERGE: 300 already there, 110 new
@@ -300,6 +319,45 @@ def test_redshift_load_sends_exactly_these_requests(stack: Stack, tmp_path: Path
             warehouse.load(lake, "redshift://stockpipe-wg/dev", config=cfg, redshift_data_client=client)
     assert "Load into table failed" in str(err.value)
     assert "s3://b/x.parquet | 1 | price | 1216 | Invalid digit" in str(err.value)
+
+
+def test_an_interrupted_redshift_load_is_cancelled_and_showed_its_progress(
+    stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import signal
+
+    from botocore.stub import Stubber
+
+    rs = RedshiftLoad(stack, tmp_path)
+    # Two statements done, COPY running, the rest waiting.
+    states = ["FINISHED", "FINISHED", "STARTED"] + ["SUBMITTED"] * (len(rs.sqls) - 3)
+    subs = [
+        {"Id": f"b1:{i + 1}", "Status": st, "QueryString": q}
+        for i, (st, q) in enumerate(zip(states, rs.sqls, strict=True))
+    ]
+    lines: list[str] = []
+
+    def status(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 2:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while COPY runs
+
+    with Stubber(rs.client) as stub:
+        stub.add_response(
+            "batch_execute_statement", {"Id": "b1"}, {"Sqls": rs.sqls, "StatementName": "stockpipe-load", **rs.where}
+        )
+        for _ in range(2):
+            stub.add_response(
+                "describe_statement", {"Id": "b1", "Status": "STARTED", "SubStatements": subs}, {"Id": "b1"}
+            )
+        stub.add_response("cancel_statement", {"Status": True}, {"Id": "b1"})
+        with pytest.raises(KeyboardInterrupt):
+            warehouse.load(
+                rs.lake, "redshift://stockpipe-wg/dev", config=rs.cfg, redshift_data_client=rs.client, status=status
+            )
+        stub.assert_no_pending_responses()
+    assert lines[0] == f"redshift: statement 3 of {len(rs.sqls)} (COPY) started | 0 s"
+    assert "cancelled Redshift statement b1; nothing of it is committed" in caplog.text
 
 
 def test_redshift_errors_name_the_fix() -> None:

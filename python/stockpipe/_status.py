@@ -18,7 +18,7 @@ class StatusLine:
         >>> s({"n": 3.0})  # doctest: +SKIP
     """
 
-    def __init__(self, fmt: Formatter, *, stream: TextIO | None = None, enabled: bool = True) -> None:
+    def __init__(self, fmt: Formatter | None = None, *, stream: TextIO | None = None, enabled: bool = True) -> None:
         self._fmt = fmt
         self._stream = stream or sys.stderr
         self._enabled = enabled
@@ -30,8 +30,12 @@ class StatusLine:
     def __call__(self, stats: Mapping[str, float]) -> None:
         now = time.monotonic()
         dt = max(now - self._at, 1e-9)
-        line = self._fmt(stats, self._prev, dt)
+        line = self._fmt(stats, self._prev, dt) if self._fmt else ""
         self._prev, self._at = dict(stats), now
+        self.show(line)
+
+    def show(self, line: str) -> None:
+        """Prints a line made elsewhere, as a report would be."""
         if not self._enabled:
             return
         if self._tty:

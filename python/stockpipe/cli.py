@@ -433,7 +433,11 @@ def cmd_load(args: argparse.Namespace, cfg: Config) -> int:
 
     from stockpipe.warehouse import load
 
-    stats = load(date=args.date, since=args.since, config=cfg)
+    status = StatusLineFor(1.0, None)
+    try:
+        stats = load(date=args.date, since=args.since, config=cfg, status=status.show)
+    finally:
+        status.close()
     if stats.files == 0:
         lake = cfg.warehouse.input or cfg.transform.output
         where = f"{lake.rstrip('/')}/{cfg.transform.processed_prefix}/"
@@ -497,6 +501,7 @@ class StatusLineFor:
 
         self._line = StatusLine(fmt, enabled=interval > 0)
         self.callback = self._line if interval > 0 else None
+        self.show = self._line.show
 
     def close(self) -> None:
         self._line.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from typing import Any
 from stockpipe import __version__, rules
 from stockpipe.config import Config, aws_credentials, aws_error, s3_client
 from stockpipe.exceptions import ConfigError, StockpipeError
+
+log = logging.getLogger("stockpipe")
 
 __all__ = ["GlueError", "Plan", "deploy", "processed_columns", "run", "setup"]
 
@@ -414,16 +417,27 @@ def run(
     state, t0 = "STARTING", time.monotonic()
     if on_state:
         on_state(state, 0.0)
-    while wait:
-        jr = _call("get job run", glue.get_job_run, JobName=g.job_name, RunId=run_id)["JobRun"]
-        new = jr["JobRunState"]
-        if new != state:
-            state = new
-            if on_state:
-                on_state(state, time.monotonic() - t0)
-        if state in TERMINAL:
-            if state != "SUCCEEDED":
-                raise GlueError(f"job run {run_id} ended {state}: {jr.get('ErrorMessage', 'no message')}")
-            break
-        time.sleep(g.poll_seconds)
+    try:
+        while wait:
+            jr = _call("get job run", glue.get_job_run, JobName=g.job_name, RunId=run_id)["JobRun"]
+            new = jr["JobRunState"]
+            if new != state:
+                state = new
+                if on_state:
+                    on_state(state, time.monotonic() - t0)
+            if state in TERMINAL:
+                if state != "SUCCEEDED":
+                    raise GlueError(f"job run {run_id} ended {state}: {jr.get('ErrorMessage', 'no message')}")
+                break
+            time.sleep(g.poll_seconds)
+    except KeyboardInterrupt:
+        # Only the watching stops: the run is Glue's, and it may be wanted. Say how to stop it.
+        log.warning(
+            "interrupted: job run %s goes on in Glue; to stop it: aws glue batch-stop-job-run --job-name %s "
+            "--job-run-ids %s",
+            run_id,
+            g.job_name,
+            run_id,
+        )
+        raise
     return run_id, state

@@ -27,9 +27,10 @@ import decimal
 import hashlib
 import io
 import json
+import logging
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ from stockpipe.config import (
     warehouse_uri_problem,
 )
 from stockpipe.exceptions import ConfigError, WarehouseError
+
+log = logging.getLogger("stockpipe")
 
 __all__ = [
     "ANALYTICS",
@@ -292,6 +295,7 @@ def load(
     since: str | None = None,
     config: Config | None = None,
     redshift_data_client: Any = None,
+    status: Callable[[str], None] | None = None,
 ) -> LoadStats:
     """Loads the processed Parquet under ``input`` into ``stock_prices``; rerunnable.
 
@@ -301,6 +305,11 @@ def load(
         warehouse: a warehouse URI (default ``[warehouse] warehouse``).
         date, since: only files of this UTC day / of this day and later.
         redshift_data_client: a boto3 ``redshift-data`` client to use (default: built from the config).
+        status: called with a line of progress: files fetched from S3 for DuckDB, the statement
+            Redshift is running.
+
+    Interrupted (Ctrl-C) while Redshift runs the load, the statement is cancelled: the load is one
+    transaction, so none of it stays, and running it again loads everything.
     """
     from stockpipe.etl import check_days
 
@@ -311,7 +320,7 @@ def load(
         raise ConfigError(f"--input {lake!r}: {LAKE_URI_EXPECTED}")
     target = _target(warehouse or cfg.warehouse.warehouse)
     if target.kind == "duckdb":
-        return _load_duckdb(cfg, target, _processed_files(cfg, lake, date, since))
+        return _load_duckdb(cfg, target, _processed_files(cfg, lake, date, since), status)
     if not lake.startswith("s3://"):
         raise ConfigError(f"--input {lake!r}: Redshift COPY reads from S3; load an s3:// lake")
     if not cfg.warehouse.iam_role:
@@ -319,7 +328,7 @@ def load(
             "[warehouse] iam_role is not set: the IAM role ARN Redshift assumes to read S3 (--iam-role arn:aws:iam::…)"
         )
     files = _processed_files(cfg, lake, date, since)
-    return _load_redshift(cfg, target, lake, files, redshift_data_client)
+    return _load_redshift(cfg, target, lake, files, redshift_data_client, status)
 
 
 def _duckdb(target: _Target, *, read_only: bool = False) -> Any:
@@ -338,7 +347,9 @@ def _duckdb(target: _Target, *, read_only: bool = False) -> Any:
     return con
 
 
-def _load_duckdb(cfg: Config, target: _Target, files: list[_File]) -> LoadStats:
+def _load_duckdb(
+    cfg: Config, target: _Target, files: list[_File], status: Callable[[str], None] | None = None
+) -> LoadStats:
     import duckdb
 
     statements = load_statements(schema="main", manifest="", iam_role="")
@@ -350,7 +361,7 @@ def _load_duckdb(cfg: Config, target: _Target, files: list[_File]) -> LoadStats:
             total = con.execute("SELECT COUNT(*) FROM stock_prices").fetchone()[0]
             return LoadStats(warehouse="duckdb", files=0, rows_in=0, inserted=0, updated=0, total_rows=total)
         with tempfile.TemporaryDirectory(prefix="stockpipe-load-") as tmp:
-            paths = list(_local_copies(cfg, files, Path(tmp)))
+            paths = list(_local_copies(cfg, files, Path(tmp), status))
             cols = ", ".join(
                 f"CAST({n} AS TIMESTAMP) AS {n}" if t == "timestamp_ms_utc" else n for n, t in rules.COLUMNS
             )
@@ -384,12 +395,18 @@ def _kind(statement: str) -> str:
     return statement.split(None, 1)[0].lower()
 
 
-def _local_copies(cfg: Config, files: list[_File], tmp: Path) -> Iterator[str]:
+def _local_copies(
+    cfg: Config, files: list[_File], tmp: Path, status: Callable[[str], None] | None = None
+) -> Iterator[str]:
     s3 = None
+    reported = time.monotonic()
     for i, f in enumerate(files):
         if not f.uri.startswith("s3://"):
             yield f.uri
             continue
+        if status and time.monotonic() - reported >= 1.0:  # once a second, after the first
+            reported = time.monotonic()
+            status(f"load: fetching file {i + 1} of {len(files)} from S3")
         s3 = s3 or _s3(cfg)
         bucket, _, key = f.uri[len("s3://") :].partition("/")
         local = tmp / f"{i:06}.parquet"
@@ -406,7 +423,14 @@ def manifest_json(files: Sequence[_File]) -> bytes:
     return json.dumps({"entries": entries}, indent=1).encode()
 
 
-def _load_redshift(cfg: Config, target: _Target, lake: str, files: list[_File], client: Any) -> LoadStats:
+def _load_redshift(
+    cfg: Config,
+    target: _Target,
+    lake: str,
+    files: list[_File],
+    client: Any,
+    status: Callable[[str], None] | None = None,
+) -> LoadStats:
     if not files:
         raise WarehouseError(
             f"no Parquet files under {lake}/{cfg.transform.processed_prefix}/: run stockpipe etl first"
@@ -428,7 +452,7 @@ def _load_redshift(cfg: Config, target: _Target, lake: str, files: list[_File], 
     rows_in = 0
     if target.kind == "redshift-data":
         api = RedshiftData(cfg, target, client)
-        desc = api.wait(api.batch(statements))
+        desc = api.wait(api.batch(statements), status)
         subs = desc.get("SubStatements", [])
         matched = int(api.result(subs[kinds.index("select")]["Id"]).rows[0][0])
         merged = int(subs[kinds.index("merge")].get("ResultRows", 0))
@@ -527,12 +551,20 @@ class RedshiftData:
         out = self._call("batch_execute_statement", Sqls=statements, StatementName="stockpipe-load", **self._where())
         return str(out["Id"])
 
-    def wait(self, sid: str) -> dict[str, Any]:
-        while True:
-            desc: dict[str, Any] = self._call("describe_statement", Id=sid)
-            if desc["Status"] in self.TERMINAL:
-                break
-            time.sleep(self.poll_s)
+    def wait(self, sid: str, status: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Follows the statement to its end; an interrupt cancels it (its transaction rolls back)."""
+        started = time.monotonic()
+        try:
+            while True:
+                desc: dict[str, Any] = self._call("describe_statement", Id=sid)
+                if desc["Status"] in self.TERMINAL:
+                    break
+                if status:
+                    status(_running(desc, time.monotonic() - started))
+                time.sleep(self.poll_s)
+        except KeyboardInterrupt:
+            self.cancel(sid)
+            raise
         if desc["Status"] != "FINISHED":
             failed = next((s for s in desc.get("SubStatements", []) if s.get("Status") == "FAILED"), desc)
             text = failed.get("QueryString", "")
@@ -543,6 +575,14 @@ class RedshiftData:
                     msg += "\n" + "\n".join(details)
             raise WarehouseError(msg)
         return desc
+
+    def cancel(self, sid: str) -> None:
+        try:
+            self._call("cancel_statement", Id=sid)
+        except WarehouseError as e:
+            log.warning("interrupted: could not cancel Redshift statement %s, it may still be running: %s", sid, e)
+        else:
+            log.warning("interrupted: cancelled Redshift statement %s; nothing of it is committed", sid)
 
     def load_errors(self) -> list[str]:
         """The newest lines of ``sys_load_error_detail`` (why COPY refused which file and line)."""
@@ -574,6 +614,17 @@ class RedshiftData:
             token = page.get("NextToken")
             if not token:
                 return Result(columns, rows)
+
+
+def _running(desc: dict[str, Any], seconds: float) -> str:
+    """What a statement in progress is doing: for a batch, which of its statements runs."""
+    subs = desc.get("SubStatements") or []
+    current = next(((i, s) for i, s in enumerate(subs) if s.get("Status") != "FINISHED"), None)
+    if current is None:
+        return f"redshift: {desc['Status'].lower()} | {seconds:.0f} s"
+    i, sub = current
+    kind = (sub.get("QueryString") or "?").split(None, 1)[0].upper()
+    return f"redshift: statement {i + 1} of {len(subs)} ({kind}) {sub.get('Status', '?').lower()} | {seconds:.0f} s"
 
 
 def _field(f: dict[str, Any]) -> Any:

@@ -74,199 +74,62 @@ pub struct Stage {
 }
 
 /// The producer (`[producer] mode = ws` or `quotes`: families of the other mode are left out).
+#[rustfmt::skip]
 pub static PRODUCER: Stage = Stage {
     prefix: "stockpipe_producer_",
     families: &[
         counter("frames", "frames_total", "WebSocket frames received"),
-        counter(
-            "bytes",
-            "frame_bytes_total",
-            "bytes of WebSocket frames received",
-        ),
-        counter(
-            "trades",
-            "trades_total",
-            "trades read from frames (quotes mode: quote snapshots)",
-        ),
-        counter(
-            "rejected",
-            "rejected_total",
-            "frames or trades that failed validation",
-        ),
-        counter(
-            "duplicates",
-            "duplicates_total",
-            "whole messages received again and dropped",
-        ),
+        counter("bytes", "frame_bytes_total", "bytes of WebSocket frames received"),
+        counter("trades", "trades_total", "trades read from frames (quotes mode: quote snapshots)"),
+        counter("rejected", "rejected_total", "frames or trades that failed validation"),
+        counter("duplicates", "duplicates_total", "whole messages received again and dropped"),
         counter("pings", "pings_total", "ping messages received"),
-        counter(
-            "server_errors",
-            "server_errors_total",
-            "error messages sent by the server",
-        ),
-        counter(
-            "other_messages",
-            "other_messages_total",
-            "messages of unknown types",
-        ),
+        counter("server_errors", "server_errors_total", "error messages sent by the server"),
+        counter("other_messages", "other_messages_total", "messages of unknown types"),
         counter("connections", "connections_total", "connections opened"),
-        counter(
-            "reconnects",
-            "reconnects_total",
-            "reconnections after a lost connection",
-        ),
-        counter(
-            "silence_timeouts",
-            "silence_timeouts_total",
-            "connections dropped after a silence",
-        ),
-        counter(
-            "rate_limited",
-            "rate_limited_total",
-            "HTTP 429 answers from the source",
-        ),
-        counter(
-            "trades_sent",
-            "records_sent_total",
-            "records handed to Kafka",
-        ),
-        counter(
-            "acked",
-            "records_acked_total",
-            "records acknowledged by Kafka",
-        ),
-        counter(
-            "failed",
-            "records_failed_total",
-            "records Kafka did not take",
-        ),
-        counter(
-            "dlq",
-            "dead_letters_total",
-            "records sent to the dead-letter topic",
-        ),
-        counter(
-            "dlq_acked",
-            "dead_letters_acked_total",
-            "dead letters acknowledged by Kafka",
-        ),
-        counter(
-            "queue_full_waits",
-            "queue_full_waits_total",
-            "waits for room in the Kafka queue",
-        ),
-        counter(
-            "unqueued_at_stop",
-            "unqueued_at_stop_total",
-            "trades not queued after a stop",
-        ),
-        counter(
-            "quote_requests",
-            "quote_requests_total",
-            "REST quote requests",
-        ),
-        counter(
-            "unknown_symbols",
-            "unknown_symbols_total",
-            "quotes for symbols the source does not know",
-        ),
-        counter(
-            "unchanged",
-            "unchanged_total",
-            "quotes not published: unchanged since the last",
-        ),
+        counter("reconnects", "reconnects_total", "reconnections after a lost connection"),
+        counter("silence_timeouts", "silence_timeouts_total", "connections dropped after a silence"),
+        counter("rate_limited", "rate_limited_total", "HTTP 429 answers from the source"),
+        counter("trades_sent", "records_sent_total", "records handed to Kafka"),
+        counter("acked", "records_acked_total", "records acknowledged by Kafka"),
+        counter("failed", "records_failed_total", "records Kafka did not take"),
+        counter("dlq", "dead_letters_total", "records sent to the dead-letter topic"),
+        counter("dlq_acked", "dead_letters_acked_total", "dead letters acknowledged by Kafka"),
+        counter("queue_full_waits", "queue_full_waits_total", "waits for room in the Kafka queue"),
+        counter("unqueued_at_stop", "unqueued_at_stop_total", "trades not queued after a stop"),
+        counter("quote_requests", "quote_requests_total", "REST quote requests"),
+        counter("unknown_symbols", "unknown_symbols_total", "quotes for symbols the source does not know"),
+        counter("unchanged", "unchanged_total", "quotes not published: unchanged since the last"),
         counter("http_errors", "http_errors_total", "failed REST requests"),
-        unix_us(
-            "first_frame_unix_us",
-            "first_frame_timestamp_seconds",
-            "when the first frame arrived",
-        ),
-        unix_us(
-            "last_ack_unix_us",
-            "last_ack_timestamp_seconds",
-            "when Kafka last acknowledged a record",
-        ),
+        unix_us("first_frame_unix_us", "first_frame_timestamp_seconds", "when the first frame arrived"),
+        unix_us("last_ack_unix_us", "last_ack_timestamp_seconds", "when Kafka last acknowledged a record"),
     ],
     per_partition: None,
-    latency: Some((
-        "ack_latency_seconds",
-        "frame received to Kafka acknowledgement",
-    )),
+    latency: Some(("ack_latency_seconds", "frame received to Kafka acknowledgement")),
 };
 
 /// The sink.
+#[rustfmt::skip]
 pub static SINK: Stage = Stage {
     prefix: "stockpipe_sink_",
     families: &[
-        counter(
-            "records_in",
-            "records_read_total",
-            "records read from Kafka",
-        ),
-        counter(
-            "records_written",
-            "records_written_total",
-            "records written to storage",
-        ),
-        counter(
-            "redelivered",
-            "redelivered_total",
-            "records read again, already written",
-        ),
+        counter("records_in", "records_read_total", "records read from Kafka"),
+        counter("records_written", "records_written_total", "records written to storage"),
+        counter("redelivered", "redelivered_total", "records read again, already written"),
         counter("objects", "objects_total", "objects written"),
         counter("bytes", "bytes_written_total", "bytes of objects written"),
         counter("batches", "batches_total", "batches closed"),
-        counter(
-            "claims_adopted",
-            "claims_honoured_total",
-            "claims of an earlier run honoured",
-        ),
-        counter(
-            "dlq",
-            "dead_letters_total",
-            "records sent to the dead-letter topic",
-        ),
-        counter(
-            "s3_errors",
-            "storage_errors_total",
-            "failed storage requests (retried)",
-        ),
-        counter(
-            "kafka_errors",
-            "kafka_errors_total",
-            "errors reported by the Kafka client",
-        ),
+        counter("claims_adopted", "claims_honoured_total", "claims of an earlier run honoured"),
+        counter("dlq", "dead_letters_total", "records sent to the dead-letter topic"),
+        counter("s3_errors", "storage_errors_total", "failed storage requests (retried)"),
+        counter("kafka_errors", "kafka_errors_total", "errors reported by the Kafka client"),
         counter("commits", "commits_total", "offset commits"),
-        gauge(
-            "partitions",
-            "partitions_assigned",
-            1.0,
-            "partitions assigned to this sink",
-        ),
-        gauge(
-            "lag",
-            "lag_records",
-            1.0,
-            "records in Kafka not yet written",
-        ),
-        gauge(
-            "buffered",
-            "buffered_records",
-            1.0,
-            "records read and not yet written",
-        ),
-        gauge(
-            "oldest_buffered_ms",
-            "oldest_buffered_seconds",
-            1e-3,
-            "age of the oldest buffered record",
-        ),
+        gauge("partitions", "partitions_assigned", 1.0, "partitions assigned to this sink"),
+        gauge("lag", "lag_records", 1.0, "records in Kafka not yet written"),
+        gauge("buffered", "buffered_records", 1.0, "records read and not yet written"),
+        gauge("oldest_buffered_ms", "oldest_buffered_seconds", 1e-3, "age of the oldest buffered record"),
     ],
-    per_partition: Some((
-        "lag_p",
-        "partition_lag_records",
-        "records in Kafka not yet written, by partition",
-    )),
+    per_partition: Some(("lag_p", "partition_lag_records", "records in Kafka not yet written, by partition")),
     latency: None,
 };
 

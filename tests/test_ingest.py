@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -233,6 +234,44 @@ def test_sigterm_while_kafka_takes_nothing_gives_up_after_the_grace(stack: Stack
     unqueued = re.search(r"not queued at stop (\d+)", summary)
     assert unqueued and int(unqueued.group(1)) > 0, summary
     assert "Kafka took no record" in err
+
+
+def test_status_shows_the_p99_of_the_last_interval_not_of_the_whole_run(stack: Stack) -> None:
+    """The broker frozen for 3 s in the middle of a run: the run's p99 stays in seconds long after,
+    while the p99 the status line shows is that of the acknowledgements since its previous line
+    (none while the broker is frozen), back to milliseconds once Kafka answers again."""
+    sim = Simulator("--symbols", "AAPL,MSFT", "--rate", "400", "--duration", "30")
+    cfg = load_config(env=stack.env, use_default_file=False)
+    cfg.finnhub.ws_url, cfg.finnhub.api_key, cfg.finnhub.symbols = sim.url, "k", ["AAPL", "MSFT"]
+    cfg.kafka.topic, cfg.producer.status_interval = unique_topic("interval"), 0.5
+    brokers = [int(p["pid"]) for p in stack.state["processes"] if str(p["name"]).startswith("kafka")]
+    reports: list[tuple[float, dict[str, float]]] = []
+    started = time.monotonic()
+
+    def freeze(sig: signal.Signals) -> None:
+        for pid in brokers:
+            os.kill(pid, sig)
+
+    stop_at, cont_at = threading.Timer(3, freeze, (signal.SIGSTOP,)), threading.Timer(6, freeze, (signal.SIGCONT,))
+    stop_at.start(), cont_at.start()
+    try:
+        stats = Producer(cfg).run(duration=11, status=lambda s: reports.append((time.monotonic() - started, dict(s))))
+    finally:
+        stop_at.cancel(), cont_at.cancel()
+        freeze(signal.SIGCONT)
+        sim.stop()
+    assert stats.acked == stats.trades > 0
+    frozen = [r for t, r in reports if 4.0 <= t <= 5.5]
+    assert frozen and all("latency_p99_interval_ms" not in r for r in frozen), frozen
+    from stockpipe.producer import format_status
+
+    assert format_status(frozen[-1], frozen[0], 1.0).endswith("p99      - ms")
+    late = [r for t, r in reports if t >= 8.5]
+    assert late, reports
+    for r in late:
+        assert r["latency_p99_ms"] >= 1000, r  # a third of the run waited through the freeze
+        assert r["latency_p99_interval_ms"] < 500, r
+        assert f"p99 {r['latency_p99_interval_ms']:6.1f} ms" in format_status(r, r, 1.0)
 
 
 def test_quote_poller_respects_the_limit_and_skips_unknown_symbols(stack: Stack) -> None:

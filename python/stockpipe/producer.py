@@ -99,22 +99,26 @@ class ProducerStats:
         )
 
 
+def interval_p99(now: Mapping[str, float]) -> str:
+    """The p99 latency of the acknowledgements since the previous status line, ``-`` when none came."""
+    p99 = now.get("latency_p99_interval_ms")
+    return f"{p99:6.1f} ms" if p99 is not None else f"{'-':>6} ms"
+
+
 def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
-    p99 = now.get("latency_p99_ms")
     return (
         f"frames/s {rate(now, prev, 'frames', dt):8.0f} | trades/s {rate(now, prev, 'trades', dt):9.0f} | "
         f"acked {now.get('acked', 0):10.0f} | DLQ {now.get('dlq', 0):6.0f} | "
-        f"reconnects {now.get('reconnects', 0):3.0f} | p99 {p99 if p99 is not None else 0:6.1f} ms"
+        f"reconnects {now.get('reconnects', 0):3.0f} | p99 {interval_p99(now)}"
     )
 
 
 def format_quotes_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
-    p99 = now.get("latency_p99_ms")
     return (
         f"requests/s {rate(now, prev, 'quote_requests', dt):6.1f} | quotes {now.get('trades', 0):8.0f} | "
         f"acked {now.get('acked', 0):8.0f} | unchanged {now.get('unchanged', 0):6.0f} | "
         f"unknown symbols {now.get('unknown_symbols', 0):3.0f} | HTTP errors {now.get('http_errors', 0):4.0f} | "
-        f"p99 {p99 if p99 is not None else 0:6.1f} ms"
+        f"p99 {interval_p99(now)}"
     )
 
 
@@ -141,6 +145,11 @@ class Producer(Stoppable):
         status: Callable[[Mapping[str, float]], None] | None = None,
     ) -> ProducerStats:
         """Runs until ``duration`` elapses, ``max_messages`` trades are published, :meth:`stop`, or Ctrl-C.
+
+        Args:
+            status: called every ``[producer] status_interval`` seconds with the run's counters so far
+                (``latency_p99_ms`` over the whole run, ``latency_p99_interval_ms`` over the acknowledgements
+                since the previous call, absent when none came).
 
         Returns:
             The counters of the run; ``acked`` trades are durable in Kafka.

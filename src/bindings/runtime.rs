@@ -3,10 +3,11 @@
 //! SIGTERM honoured about every 100 ms by asking the stage to stop and finish cleanly.
 
 use crate::metrics::prometheus::{Exporter, Stage};
-use crate::metrics::Metrics;
+use crate::metrics::{LatencyHistogram, Metrics};
 use crate::shutdown::Shutdown;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,16 +83,55 @@ pub fn shutdown_of(stop: Option<&Bound<'_, StopHandle>>) -> Shutdown {
 
 /// Periodic progress reports: a Python callable given a dict of counters.
 pub struct Progress<'py> {
-    pub callback: Option<Bound<'py, PyAny>>,
-    pub every: Duration,
-    pub metrics: Vec<Arc<Metrics>>,
+    callback: Option<Bound<'py, PyAny>>,
+    every: Duration,
+    metrics: Vec<Arc<Metrics>>,
+    /// Each set's latency bucket counts at the previous report.
+    seen: RefCell<Vec<Vec<u64>>>,
 }
 
-impl Progress<'_> {
-    fn report(&self, py: Python<'_>) -> PyResult<()> {
-        if let Some(cb) = &self.callback {
-            cb.call1((snapshot_dict(py, &self.metrics)?,))?;
+impl<'py> Progress<'py> {
+    pub fn new(
+        callback: Option<Bound<'py, PyAny>>,
+        every: Duration,
+        metrics: Vec<Arc<Metrics>>,
+    ) -> Self {
+        let seen = metrics.iter().map(|m| m.latency().counts()).collect();
+        Self {
+            callback,
+            every,
+            metrics,
+            seen: RefCell::new(seen),
         }
+    }
+
+    /// No reports.
+    pub fn none() -> Self {
+        Self::new(None, Duration::MAX, Vec::new())
+    }
+
+    /// Calls back with the run's counters, plus `latency_p99_interval_ms`: the p99 of the
+    /// latencies recorded since the previous report (absent when there were none), which the
+    /// status line shows, as the run's own p99 stays high for a long time after a slow start.
+    fn report(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(cb) = &self.callback else {
+            return Ok(());
+        };
+        let stats = snapshot_dict(py, &self.metrics)?;
+        let mut since: Vec<u64> = Vec::new();
+        for (m, last) in self.metrics.iter().zip(self.seen.borrow_mut().iter_mut()) {
+            let now = m.latency().counts();
+            since.resize(now.len(), 0);
+            for ((s, n), l) in since.iter_mut().zip(&now).zip(last.iter()) {
+                *s += n.saturating_sub(*l);
+            }
+            *last = now;
+        }
+        if since.iter().any(|n| *n > 0) {
+            let p99 = LatencyHistogram::quantile_of(&since, 0.99) as f64 / 1e3;
+            stats.set_item("latency_p99_interval_ms", p99)?;
+        }
+        cb.call1((stats,))?;
         Ok(())
     }
 }
@@ -234,11 +274,11 @@ where
         stats.set_item("interrupted", false)?;
         return Ok(stats);
     }
-    let progress = Progress {
-        callback: status,
-        every: seconds("status_every_s", status_every_s)?,
-        metrics: vec![metrics.clone()],
-    };
+    let progress = Progress::new(
+        status,
+        seconds("status_every_s", status_every_s)?,
+        vec![metrics.clone()],
+    );
     let (result, interrupted) = wait_for(py, fut, shutdown, &progress)?;
     result.map_err(Into::into)?;
     let stats = snapshot_dict(py, std::slice::from_ref(metrics))?;

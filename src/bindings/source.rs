@@ -160,11 +160,11 @@ pub fn run_simulator<'py>(
         cb.call1((sim.local_addr.to_string(),))?;
     }
     let metrics = sim.metrics.clone();
-    let progress = Progress {
-        callback: status,
-        every: seconds("status_every_s", status_every_s)?,
-        metrics: vec![metrics.clone()],
-    };
+    let progress = Progress::new(
+        status,
+        seconds("status_every_s", status_every_s)?,
+        vec![metrics.clone()],
+    );
     let (_, interrupted) = wait_for(py, sim.wait(), &shutdown, &progress)?;
     let stats = snapshot_dict(py, &[metrics])?;
     stats.set_item("interrupted", interrupted)?;
@@ -188,11 +188,7 @@ pub fn ensure_topics<'py>(
         let shutdown = shutdown.clone();
         async move { ensure(&kcfg, &topics, timeout, &shutdown).await }
     };
-    let progress = Progress {
-        callback: None,
-        every: Duration::MAX,
-        metrics: Vec::new(),
-    };
+    let progress = Progress::none();
     let (states, _) = wait_for(py, fut, &shutdown, &progress)?;
     let states = states?;
     let out = PyList::empty(py);

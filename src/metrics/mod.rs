@@ -196,25 +196,59 @@ impl LatencyHistogram {
 
     /// The smallest recorded bucket bound at or above quantile `q`.
     pub fn quantile(&self, q: f64) -> u64 {
-        let total = self.count();
+        Self::quantile_of(&self.counts(), q)
+    }
+
+    /// Every bucket's count: subtract an earlier copy to get the values recorded since.
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Quantile `q` of bucket counts taken with [`Self::counts`] (or a difference of two);
+    /// 0 when they hold no value.
+    pub fn quantile_of(counts: &[u64], q: f64) -> u64 {
+        let total: u64 = counts.iter().sum();
         if total == 0 {
             return 0;
         }
         let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
         let mut seen = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            seen += b.load(Ordering::Relaxed);
+        for (i, n) in counts.iter().enumerate() {
+            seen += n;
             if seen >= rank {
                 return Self::lower_bound(i);
             }
         }
-        Self::lower_bound(self.buckets.len() - 1)
+        Self::lower_bound(counts.len() - 1)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_difference_of_counts_has_only_the_values_since() {
+        let h = LatencyHistogram::default();
+        for _ in 0..1000 {
+            h.record(800_000); // a slow start: 0.8 s
+        }
+        let before = h.counts();
+        for v in 1..=100u64 {
+            h.record(v * 100);
+        }
+        let since: Vec<u64> = h.counts().iter().zip(&before).map(|(a, b)| a - b).collect();
+        let p99 = LatencyHistogram::quantile_of(&since, 0.99) as f64;
+        assert!((p99 - 9900.0).abs() / 9900.0 < 0.07, "p99 {p99}");
+        assert!(h.quantile(0.99) >= 700_000);
+        assert_eq!(
+            LatencyHistogram::quantile_of(&vec![0; before.len()], 0.99),
+            0
+        );
+    }
 
     #[test]
     fn quantiles_are_close() {

@@ -8,6 +8,8 @@ pub use admin::{cluster_brokers, ensure_topics, topic_exists};
 pub use config::{client_config, ConfigError};
 pub use producer::TradeProducer;
 
+use rdkafka::config::RDKafkaLogLevel;
+
 /// Errors of the Kafka layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -20,3 +22,43 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Passes one librdkafka log line to the `log` crate as rust-rdkafka does, except the warnings
+/// for a condition librdkafka retries on its own within milliseconds and every fresh broker
+/// causes, which go out at info level: a warning on each start of a new cluster tells nothing.
+pub fn log_line(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    use RDKafkaLogLevel::*;
+    let level = match level {
+        Emerg | Alert | Critical | Error => log::Level::Error,
+        Warning if retried_by_librdkafka(facility, message) => log::Level::Info,
+        Warning => log::Level::Warn,
+        Notice | Info => log::Level::Info,
+        Debug => log::Level::Debug,
+    };
+    log::log!(target: "librdkafka", level, "librdkafka: {facility} {message}");
+}
+
+/// The idempotent producer's first request for a producer id, answered "coordinator load in
+/// progress" while a new broker fetches its first block of ids from the controller.
+fn retried_by_librdkafka(facility: &str, message: &str) -> bool {
+    facility == "GETPID" && message.contains("Coordinator load in progress")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_producer_id_retry_of_a_fresh_broker_is_not_a_warning() {
+        let fresh =
+            "[thrd:main]: Failed to acquire idempotence PID from broker 127.0.0.1:19092/1: \
+                     Broker: Coordinator load in progress: retrying";
+        assert!(retried_by_librdkafka("GETPID", fresh));
+        assert!(!retried_by_librdkafka(
+            "GETPID",
+            "[thrd:main]: Failed to acquire idempotence PID from broker 1: \
+             Broker: Cluster authorization failed"
+        ));
+        assert!(!retried_by_librdkafka("FAIL", fresh));
+    }
+}

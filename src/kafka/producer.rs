@@ -7,6 +7,7 @@ use super::Result;
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
@@ -39,7 +40,11 @@ pub struct Tracker {
     epoch: Instant,
 }
 
-impl ClientContext for Tracker {}
+impl ClientContext for Tracker {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::log_line(level, fac, log_message);
+    }
+}
 
 impl ProducerContext for Tracker {
     /// Microseconds since `epoch` at which the trade's frame arrived; the top bit marks DLQ.

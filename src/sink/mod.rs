@@ -2,16 +2,20 @@
 //!
 //! Each step is a small piece: [`encode`] turns a record into a JSONL line and finds its day,
 //! [`partition`] batches per Kafka partition, [`claims`] makes a batch's extent durable before
-//! its objects are written, [`run_sink`] composes them around one consumer, whose records
-//! [`fetch`] hands over in bursts.
+//! its objects are written, `write` claims and puts a batch's objects, and [`run_sink`] composes
+//! them around one consumer (its settings and rebalances in `rebalance`), whose records [`fetch`]
+//! hands over in bursts.
 
 pub mod claims;
 mod consumer;
 pub mod encode;
 pub mod fetch;
 pub mod partition;
+mod rebalance;
+mod write;
 
-pub use consumer::{consumer_config, run_sink};
+pub use consumer::run_sink;
+pub use rebalance::consumer_config;
 
 /// Counter names the sink maintains.
 pub const COUNTERS: &[&str] = &[

@@ -15,10 +15,11 @@ use std::time::Duration;
 pub enum Error {
     #[error("invalid storage URI {0:?}: expected s3://bucket/prefix or file:///path")]
     BadUri(String),
-    #[error("s3 {op} {key}: {message}")]
+    #[error("{op} {uri}: {message}")]
     S3 {
         op: &'static str,
-        key: String,
+        /// `s3://bucket/key`
+        uri: String,
         message: String,
     },
     #[error("{op} {path}: {source}")]
@@ -176,7 +177,7 @@ impl Store {
                         if create_new && matches!(status, Some(412) | Some(409)) {
                             return Ok(Put::AlreadyExists);
                         }
-                        Err(s3_error("put", &full, &e))
+                        Err(s3_error("put", bucket, &full, &e))
                     }
                 }
             }
@@ -211,7 +212,7 @@ impl Store {
                     Ok(out) => {
                         let data = out.body.collect().await.map_err(|e| Error::S3 {
                             op: "get",
-                            key: full.clone(),
+                            uri: format!("s3://{bucket}/{full}"),
                             message: e.to_string(),
                         })?;
                         Ok(Some(data.into_bytes().to_vec()))
@@ -220,7 +221,7 @@ impl Store {
                         if e.raw_response().map(|r| r.status().as_u16()) == Some(404) {
                             Ok(None)
                         } else {
-                            Err(s3_error("get", &full, &e))
+                            Err(s3_error("get", bucket, &full, &e))
                         }
                     }
                 }
@@ -262,7 +263,7 @@ impl Store {
                     let page = req
                         .send()
                         .await
-                        .map_err(|e| s3_error("list", &full_prefix, &e))?;
+                        .map_err(|e| s3_error("list", bucket, &full_prefix, &e))?;
                     for obj in page.contents() {
                         if let Some(key) = obj.key() {
                             out.push(ObjectMeta {
@@ -317,7 +318,7 @@ impl Store {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => {
                         let status = e.raw_response().map(|r| r.status().as_u16());
-                        let error = match s3_error("list", prefix, &e) {
+                        let error = match s3_error("list", bucket, prefix, &e) {
                             Error::S3 { message, .. } => message,
                             other => other.to_string(),
                         };
@@ -350,7 +351,7 @@ impl Store {
                     .key(&full)
                     .send()
                     .await
-                    .map_err(|e| s3_error("delete", &full, &e))?;
+                    .map_err(|e| s3_error("delete", bucket, &full, &e))?;
                 Ok(())
             }
             Store::File { root } => match std::fs::remove_file(Self::path(root, key)) {
@@ -367,6 +368,7 @@ impl Store {
 
 fn s3_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     op: &'static str,
+    bucket: &str,
     key: &str,
     e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> Error {
@@ -389,7 +391,7 @@ fn s3_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     };
     Error::S3 {
         op,
-        key: key.to_string(),
+        uri: format!("s3://{bucket}/{key}"),
         message,
     }
 }

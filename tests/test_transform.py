@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,6 +275,14 @@ def test_rust_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Path
     assert sum(t.num_rows for t in tables) == raw.clean
     again = json.loads(cli("etl", "--input", uri, "--output", uri, "--json", env=stack.env).stdout)
     assert (again["days"], again["days_skipped"]) == (0, len(DAYS))
+    # A bucket that is not there: one line that names the whole location.
+    missing = f"s3://missing-{uuid.uuid4().hex[:8]}/lake"
+    done = cli("etl", "--input", missing, "--output", uri, env=stack.env, check=False)
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.endswith(
+        f"stockpipe: error: list {missing}/raw.data/: The specified bucket does not exist (NoSuchBucket)"
+    )
 
 
 @pytest.mark.spark

@@ -449,7 +449,7 @@ def test_status_line_reports_lag_per_partition(stack: Stack, tmp_path: Path) -> 
     cfg.sink.batch_size, cfg.sink.status_interval = 1_000_000, 0.5  # hold everything: lag stays visible
     cfg.sink.batch_seconds = 60
     seen: list[dict[str, float]] = []
-    Sink(cfg).run(duration=6, status=lambda s: seen.append(dict(s)))
+    Sink(cfg).run(duration=10, status=lambda s: seen.append(dict(s, at=time.monotonic())))
     # While everything is held the lag is the whole topic; the final report, after the drain, may be 0.
     held = [s for s in seen if s.get("lag") == 3000]
     assert held, [s.get("lag") for s in seen]
@@ -460,3 +460,9 @@ def test_status_line_reports_lag_per_partition(stack: Stack, tmp_path: Path) -> 
     from stockpipe.consumer import format_status
 
     assert "p0=" in format_status(last, {}, 1.0) and "p2=" in format_status(last, {}, 1.0)
+    # The gauges keep up with the reports: a second apart, the age of the oldest held record has moved.
+    later = [(a, b) for a in held for b in held if b["at"] - a["at"] >= 1.0]
+    assert later, [(s.get("lag"), s["at"]) for s in seen]
+    assert all(b["oldest_buffered_ms"] > a["oldest_buffered_ms"] for a, b in later), [
+        (s["at"], s["oldest_buffered_ms"]) for s in held
+    ]

@@ -259,7 +259,9 @@ impl Sink {
                 self.start_write(p);
             }
             self.ready = ready;
-            if now.duration_since(last_gauges) >= Duration::from_secs(2) {
+            // Cheap (local state and librdkafka's cached watermarks); fresh for a status line
+            // a second, or a scrape.
+            if now.duration_since(last_gauges) >= Duration::from_millis(500) {
                 last_gauges = now;
                 self.update_gauges(consumer, now);
             }

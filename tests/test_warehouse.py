@@ -109,6 +109,42 @@ def test_vwap_moving_average_volatility(fixed_db: str) -> None:
     assert vol[1][3] is None
 
 
+def test_a_result_shows_as_a_table_in_a_notebook(fixed_db: str) -> None:
+    from html.parser import HTMLParser
+
+    result = warehouse.query("vwap", fixed_db, config=load_config(env={}, use_default_file=False))
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+            self.right: set[str] = set()
+            self.tag = ""
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.tag = tag
+            if tag == "tr":
+                self.rows.append([])
+            if tag in ("th", "td"):
+                self.rows[-1].append("")
+                if ("style", "text-align:right") in attrs and tag == "th":
+                    self.right.add(str(len(self.rows[-1]) - 1))
+
+        def handle_data(self, data: str) -> None:
+            if self.tag in ("th", "td") and self.rows:
+                self.rows[-1][-1] += data
+
+    page = Cells()
+    page.feed(result._repr_html_())
+    assert len(result) == 2
+    assert page.rows[0] == result.columns
+    assert page.rows[1][:3] == ["A", "2024-01-02 00:00:00", "11.77777778"]
+    assert {result.columns[int(i)] for i in page.right} == {"vwap", "avg_price", "volume", "trades"}
+    many = warehouse.Result(columns=["s"], rows=[("<b>",)] * 60)
+    shown = many._repr_html_()
+    assert shown.count("<tr>") == 51 and "&lt;b&gt;" in shown and "10 more rows (60 in all)" in shown
+
+
 def test_top_movers_and_gaps(fixed_db: str) -> None:
     assert q("top_movers", fixed_db) == [
         ("A", dec("10"), dec("13"), 30.0),

@@ -25,6 +25,7 @@ import csv
 import datetime as dt
 import decimal
 import hashlib
+import html
 import io
 import json
 import logging
@@ -88,7 +89,7 @@ class LoadStats:
 
 @dataclass(frozen=True)
 class Result:
-    """A query's column names and rows."""
+    """A query's column names and rows; a notebook shows it as a table, ``to_pandas()`` makes a DataFrame."""
 
     columns: list[str]
     rows: list[tuple[Any, ...]]
@@ -97,6 +98,33 @@ class Result:
         import pandas as pd  # type: ignore[import-untyped]
 
         return pd.DataFrame.from_records(self.rows, columns=self.columns)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _numeric(self) -> list[bool]:
+        # Numbers are right-aligned, so their digits line up; everything else reads from the left.
+        return [
+            any(v is not None for v in col) and all(v is None or _is_number(v) for v in col)
+            for col in zip(*self.rows, strict=True)
+        ] or [False] * len(self.columns)
+
+    def _repr_html_(self, max_rows: int = 50) -> str:
+        """A notebook shows a result as a table (the first ``max_rows`` rows), numbers right-aligned."""
+        numeric = self._numeric()
+
+        def cell(tag: str, value: str, right: bool) -> str:
+            style = ' style="text-align:right"' if right else ""
+            return f"<{tag}{style}>{html.escape(value)}</{tag}>"
+
+        head = "".join(cell("th", c, num) for c, num in zip(self.columns, numeric, strict=True))
+        body = "".join(
+            "<tr>" + "".join(cell("td", _text(v), num) for v, num in zip(r, numeric, strict=True)) + "</tr>"
+            for r in self.rows[:max_rows]
+        )
+        more = len(self.rows) - max_rows
+        note = f"<p>… {more} more rows ({len(self.rows)} in all)</p>" if more > 0 else ""
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
     def format(self, kind: str = "table") -> str:
         if kind == "json":
@@ -109,11 +137,7 @@ class Result:
             return buf.getvalue().rstrip("\n")
         cells = [self.columns, *[[_text(v) for v in r] for r in self.rows]]
         widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
-        # Numbers are right-aligned, so their digits line up; everything else reads from the left.
-        numeric = [
-            any(v is not None for v in col) and all(v is None or _is_number(v) for v in col)
-            for col in zip(*self.rows, strict=True)
-        ] or [False] * len(self.columns)
+        numeric = self._numeric()
         lines = [
             " | ".join(
                 c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)

@@ -1,0 +1,131 @@
+//! `file:///path`: the same layout as a bucket, in a directory. An object is written to a
+//! temporary name, synced, then renamed into place; "create only if absent" is `link(2)`, which
+//! fails on an existing name.
+
+use super::{Error, ObjectMeta, Put, Result};
+use std::path::{Path, PathBuf};
+
+/// A directory holding objects at their keys.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    pub(super) root: PathBuf,
+}
+
+impl FileStore {
+    /// Opens `root`, creating it when missing.
+    pub fn open(root: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+            op: "create directory",
+            path: root.display().to_string(),
+            source,
+        })?;
+        Ok(Self { root })
+    }
+
+    pub async fn put(&self, key: &str, body: Vec<u8>, create_new: bool) -> Result<Put> {
+        let path = self.root.join(key);
+        let root = self.root.clone();
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || write_file(&root, &path, &key, &body, create_new))
+            .await
+            .map_err(|e| Error::Io {
+                op: "write",
+                path: "(task)".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.root.join(key)) {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io {
+                op: "read",
+                path: key.into(),
+                source,
+            }),
+        }
+    }
+
+    pub fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        walk(&self.root, &self.root, &mut out).map_err(|source| Error::Io {
+            op: "list",
+            path: self.root.display().to_string(),
+            source,
+        })?;
+        out.retain(|m| {
+            m.key.starts_with(prefix)
+                && start_after.is_none_or(|a| m.key.as_str() > a)
+                && !m.key.rsplit('/').next().unwrap_or("").starts_with(".tmp-")
+        });
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<()> {
+        match std::fs::remove_file(self.root.join(key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                op: "delete",
+                path: key.into(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn write_file(root: &Path, path: &Path, key: &str, body: &[u8], create_new: bool) -> Result<Put> {
+    use std::io::Write;
+    let io = |op: &'static str, source: std::io::Error| Error::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(root);
+    std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let tmp = dir.join(format!(".tmp-{name}-{}", rand::random::<u64>()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
+    f.write_all(body).map_err(|e| io("write", e))?;
+    f.sync_all().map_err(|e| io("sync", e))?;
+    drop(f);
+    let result = if create_new {
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(Put::Created),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Put::AlreadyExists),
+            Err(e) => Err(io("link", e)),
+        }
+    } else {
+        std::fs::rename(&tmp, path)
+            .map(|_| Put::Created)
+            .map_err(|e| io("rename", e))
+    };
+    let _ = std::fs::remove_file(&tmp);
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    result
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            walk(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(ObjectMeta {
+                key: rel.to_string_lossy().replace('\\', "/"),
+                size: meta.len(),
+            });
+        }
+    }
+    Ok(())
+}

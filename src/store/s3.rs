@@ -1,0 +1,233 @@
+//! `s3://bucket/prefix` through the AWS SDK: AWS or any S3-compatible endpoint. "Create only if
+//! absent" is a conditional PUT (`If-None-Match: *`).
+
+use super::{Encryption, Error, ObjectMeta, Probe, Put, Result};
+use crate::config::S3Config;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption};
+use std::time::Duration;
+
+/// A bucket and a key prefix.
+#[derive(Clone)]
+pub struct S3Store {
+    pub(super) client: aws_sdk_s3::Client,
+    pub(super) bucket: String,
+    pub(super) prefix: String,
+    pub(super) encryption: Encryption,
+}
+
+impl S3Store {
+    /// The object key of `key` under the prefix.
+    fn key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    pub async fn put(&self, key: &str, body: Vec<u8>, create_new: bool) -> Result<Put> {
+        let full = self.key(key);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(body));
+        if create_new {
+            req = req.if_none_match("*");
+        }
+        req = match &self.encryption {
+            Encryption::None => req,
+            Encryption::SseS3 => req.server_side_encryption(ServerSideEncryption::Aes256),
+            Encryption::SseKms(id) => req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(id.clone()),
+        };
+        // The CRC32 checksum (a signed header, checked by the server) covers the body:
+        // hashing it again with SHA-256 for the signature would only cost CPU.
+        match req.customize().disable_payload_signing().send().await {
+            Ok(_) => Ok(Put::Created),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                if create_new && matches!(status, Some(412) | Some(409)) {
+                    return Ok(Put::AlreadyExists);
+                }
+                Err(s3_error("put", &self.bucket, &full, &e))
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let full = self.key(key);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let data = out.body.collect().await.map_err(|e| Error::S3 {
+                    op: "get",
+                    uri: format!("s3://{}/{full}", self.bucket),
+                    message: e.to_string(),
+                })?;
+                Ok(Some(data.into_bytes().to_vec()))
+            }
+            Err(e) => {
+                if e.raw_response().map(|r| r.status().as_u16()) == Some(404) {
+                    Ok(None)
+                } else {
+                    Err(s3_error("get", &self.bucket, &full, &e))
+                }
+            }
+        }
+    }
+
+    pub async fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectMeta>> {
+        let full_prefix = self.key(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let mut req = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_continuation_token(token.clone());
+            if let Some(after) = start_after {
+                req = req.start_after(self.key(after));
+            }
+            let page = req
+                .send()
+                .await
+                .map_err(|e| s3_error("list", &self.bucket, &full_prefix, &e))?;
+            for obj in page.contents() {
+                if let Some(key) = obj.key() {
+                    out.push(ObjectMeta {
+                        key: key[strip.min(key.len())..].to_string(),
+                        size: obj.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn probe(&self) -> std::result::Result<(), Probe> {
+        let request = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.prefix.as_str())
+            .max_keys(1)
+            .send();
+        match tokio::time::timeout(Duration::from_secs(10), request).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                let error = match s3_error("list", &self.bucket, &self.prefix, &e) {
+                    Error::S3 { message, .. } => message,
+                    other => other.to_string(),
+                };
+                match status {
+                    Some(300..=499) if !matches!(status, Some(408 | 429)) => {
+                        Err(Probe::Refused(error))
+                    }
+                    _ => Err(Probe::Unreachable(error)),
+                }
+            }
+            Err(_) => Err(Probe::Unreachable("no answer within 10s".into())),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.key(key);
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| s3_error("delete", &self.bucket, &full, &e))?;
+        Ok(())
+    }
+}
+
+fn s3_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    op: &'static str,
+    bucket: &str,
+    key: &str,
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Error {
+    let message = match e {
+        aws_sdk_s3::error::SdkError::ServiceError(se) => format!(
+            "{} ({})",
+            se.err().message().unwrap_or("service error"),
+            se.err().code().unwrap_or("?")
+        ),
+        other => {
+            let mut msg = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            msg
+        }
+    };
+    Error::S3 {
+        op,
+        uri: format!("s3://{bucket}/{key}"),
+        message,
+    }
+}
+
+/// The key pair of `[s3]` (with its session token, for temporary credentials), when set; else
+/// the SDK's default chain applies (environment, profile, instance role).
+pub(super) fn configured_credentials(cfg: &S3Config) -> Option<aws_sdk_s3::config::Credentials> {
+    let (id, secret) = (cfg.access_key_id.as_ref()?, cfg.secret_access_key.as_ref()?);
+    Some(aws_sdk_s3::config::Credentials::new(
+        id,
+        secret,
+        cfg.session_token.clone(),
+        None,
+        "stockpipe-config",
+    ))
+}
+
+/// An S3 client for the configured endpoint, region and credentials.
+pub async fn s3_client(cfg: &S3Config) -> aws_sdk_s3::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(cfg.region.clone()));
+    if let Some(credentials) = configured_credentials(cfg) {
+        loader = loader.credentials_provider(credentials);
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(cfg.force_path_style)
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(endpoint) = &cfg.endpoint_url {
+        builder = builder.endpoint_url(endpoint);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}

@@ -97,19 +97,17 @@ impl Metrics {
         if let Ok(g) = self.labelled.lock() {
             values.extend(g.iter().map(|(k, v)| (k.clone(), *v as f64)));
         }
-        if self.latency.count() > 0 {
-            values.insert(
-                "latency_p50_ms".into(),
-                self.latency.quantile(0.50) as f64 / 1e3,
-            );
-            values.insert(
-                "latency_p99_ms".into(),
-                self.latency.quantile(0.99) as f64 / 1e3,
-            );
-            values.insert(
-                "latency_max_ms".into(),
-                self.latency.quantile(1.0) as f64 / 1e3,
-            );
+        // One read of the buckets: the three quantiles describe the same values.
+        let counts = self.latency.counts();
+        if counts.iter().any(|n| *n > 0) {
+            for (key, q) in [
+                ("latency_p50_ms", 0.50),
+                ("latency_p99_ms", 0.99),
+                ("latency_max_ms", 1.0),
+            ] {
+                let ms = LatencyHistogram::quantile_of(&counts, q) as f64 / 1e3;
+                values.insert(key.into(), ms);
+            }
         }
         Snapshot { values }
     }

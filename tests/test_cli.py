@@ -162,7 +162,8 @@ def test_a_stop_is_not_held_up_by_brokers_that_do_not_answer(args: list[str], tm
 
 
 def test_an_empty_input_is_named_not_only_counted(tmp_path: object) -> None:
-    lake = f"file://{tmp_path}/no-lake"
+    os.mkdir(f"{tmp_path}/empty-lake")
+    lake = f"file://{tmp_path}/empty-lake"
     done = cli("etl", "--input", lake, "--output", lake, "--date", "2026-01-02")
     lines = done.stderr.strip().splitlines()
     assert (
@@ -173,6 +174,21 @@ def test_an_empty_input_is_named_not_only_counted(tmp_path: object) -> None:
     lines = done.stderr.strip().splitlines()
     assert lines[0] == f"load: no Parquet files under {lake}/processed.data/: run stockpipe etl first"
     assert lines[-1].startswith("load (duckdb): files 0")
+
+
+@pytest.mark.parametrize("command", ["etl", "load"])
+def test_a_missing_input_directory_is_an_error_and_is_not_created(command: str, tmp_path: object) -> None:
+    # A mistyped local lake is a user's mistake, like a missing bucket: one line, exit 2, and the
+    # read-only command leaves no empty directory behind that would hide the typo next time.
+    lake = f"file://{tmp_path}/no-lake"
+    target = ["--output", f"file://{tmp_path}/out"] if command == "etl" else ["--warehouse", f"duckdb://{tmp_path}/w"]
+    done = cli(command, "--input", lake, *target, check=False)
+    assert done.returncode == 2, done.stderr
+    setting = "[transform] input = " if command == "etl" else "--input "
+    assert done.stderr.strip().splitlines() == [
+        f"python -m stockpipe: error: {setting}'{lake}': no such directory {tmp_path}/no-lake"
+    ]
+    assert not os.path.exists(f"{tmp_path}/no-lake")
 
 
 def test_a_failed_tool_is_reported_by_the_line_that_names_its_error() -> None:

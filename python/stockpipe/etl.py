@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from stockpipe import rules
-from stockpipe.config import LAKE_URI_EXPECTED, Config, is_lake_uri, load_config
+from stockpipe.config import LAKE_URI_EXPECTED, Config, is_lake_uri, load_config, missing_local_lake
 from stockpipe.exceptions import ConfigError
 
 __all__ = ["TransformStats", "format_spark_status", "format_status", "main", "transform"]
@@ -160,6 +160,11 @@ def transform(
         if not is_lake_uri(getattr(tc, key)):
             raise ConfigError(f"[transform] {key} = {getattr(tc, key)!r}: {LAKE_URI_EXPECTED}")
     date, since = check_days(date, since)
+    if tc.engine not in ("rust", "spark"):
+        raise ConfigError(f"[transform] engine = {tc.engine!r}: expected rust or spark")
+    missing = missing_local_lake(tc.input)
+    if missing is not None:
+        raise ConfigError(f"[transform] input = {tc.input!r}: no such directory {missing}")
     if tc.engine == "spark":
         from stockpipe import spark_etl
 
@@ -167,8 +172,6 @@ def transform(
             tc, cfg.s3, date=date, since=since, full=full, cache_dir=cfg.dev.cache_dir, status=status
         )
         return TransformStats.from_counts("spark", counts)
-    if tc.engine != "rust":
-        raise ConfigError(f"[transform] engine = {tc.engine!r}: expected rust or spark")
 
     import json
 

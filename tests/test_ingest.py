@@ -132,6 +132,28 @@ def test_51_symbols_on_a_50_symbol_plan_fails_before_connecting(stack: Stack) ->
         Producer(cfg).run(duration=1)
 
 
+def test_a_bounded_run_that_never_reaches_the_feed_fails(stack: Stack) -> None:
+    # Nothing listens on port 9: every attempt is refused, and a scheduled run must not exit 0.
+    done = subprocess.run(
+        producer_cmd("--ws-url", "ws://127.0.0.1:9", "--api-key", "k", "--symbols", "AAPL", "--duration", "3"),
+        env=stack.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.search(
+        r"error: no connection to ws://127\.0\.0\.1:9 opened in [2-9] attempts; each attempt's reason", last
+    ), done.stderr[-2000:]
+    assert done.stderr.count("Connection refused") >= 2 and "Traceback" not in done.stderr
+    # The same feed reached once: the run succeeds even though the server then goes away.
+    sim = Simulator("--symbols", "AAPL", "--rate", "100", "--duration", "1")
+    done = subprocess.run(
+        producer_cmd("--ws-url", sim.url, "--api-key", "k", "--symbols", "AAPL", "--duration", "3"),
+        env=stack.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no connection to" not in done.stderr and "trades 0," not in done.stderr
+
+
 def test_bad_token_is_a_clear_error_without_retry_loop(stack: Stack) -> None:
     sim = Simulator("--symbols", "AAPL", "--token", "the-right-one", "--duration", "30")
     started = time.monotonic()

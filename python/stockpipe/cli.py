@@ -22,7 +22,7 @@ from typing import Any
 
 from stockpipe import __version__
 from stockpipe.config import SECTIONS, Config, env_name, fields_of, flag_for, load_config
-from stockpipe.exceptions import ConfigError, StockpipeError
+from stockpipe.exceptions import ConfigError, IngestError, StockpipeError
 
 __all__ = ["main"]
 
@@ -364,6 +364,12 @@ def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         status.close()
     print(f"producer: {stats.summary()}", file=sys.stderr)
+    if stats.mode == "ws" and stats.connections == 0 and not stats.interrupted:
+        # A bounded run that never reached the feed did nothing: a scheduled job must see it fail.
+        raise IngestError(
+            f"no connection to {cfg.finnhub.ws_url} opened in {stats.reconnects + 1} attempts; "
+            "each attempt's reason is logged above"
+        )
     return 0 if stats.failed == 0 and stats.unacked == 0 and stats.unqueued == 0 else 1
 
 

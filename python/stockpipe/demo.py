@@ -52,6 +52,11 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _count_lines(root: Path) -> tuple[int, int]:
     objects = lines = 0
     for path in root.rglob("*.jsonl"):
@@ -192,8 +197,8 @@ def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
             print(f"trades sent by the simulator       : {sent}")
         print(f"trades acknowledged by Kafka       : {stats.acked}")
         print(f"records read back from Kafka       : {read_back}")
-        print(f"records in raw JSONL objects       : {lines} in {objects} objects under {output}/raw.data/")
-        print(f"rows in Parquet (processed.data/)  : {etl.rows} in {etl.files} files")
+        print(f"records in raw JSONL objects       : {lines} in {_count(objects, 'object')} under {output}/raw.data/")
+        print(f"rows in Parquet (processed.data/)  : {etl.rows} in {_count(etl.files, 'file')}")
         print(f"quarantined by the cleaning rules  : {etl.quarantined}")
         print(f"duplicates dropped                 : {etl.duplicates}")
         print(f"rows in DuckDB stock_prices        : {loaded.total_rows}")

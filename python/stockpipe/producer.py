@@ -51,6 +51,8 @@ class ProducerStats:
     """Quotes not published because nothing changed since the symbol's last one."""
     unknown_symbols: int = 0
     http_errors: int = 0
+    connections: int = 0
+    """WebSocket connections that opened (``ws`` mode); 0 when the feed was never reached."""
 
     @classmethod
     def from_native(cls, raw: Mapping[str, float], *, mode: str = "ws") -> ProducerStats:
@@ -63,6 +65,7 @@ class ProducerStats:
             unchanged=n("unchanged"),
             unknown_symbols=n("unknown_symbols"),
             http_errors=n("http_errors"),
+            connections=n("connections"),
             frames=n("frames"),
             trades=n("trades"),
             acked=n("acked"),

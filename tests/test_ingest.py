@@ -144,6 +144,17 @@ def test_a_bounded_run_that_never_reaches_the_feed_fails(stack: Stack) -> None:
         r"error: no connection to ws://127\.0\.0\.1:9 opened in [2-9] attempts; each attempt's reason", last
     ), done.stderr[-2000:]
     assert done.stderr.count("Connection refused") >= 2 and "Traceback" not in done.stderr
+    # REST quotes: every request refused.
+    done = subprocess.run(
+        producer_cmd("--mode", "quotes", "--rest-url", "http://127.0.0.1:9", "--api-key", "k", "--symbols", "AAPL",
+                     "--duration", "3"),
+        env=stack.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.search(r"error: no quote request to http://127\.0\.0\.1:9 succeeded in [2-9] attempts;", last), (
+        done.stderr[-2000:]
+    )
     # The same feed reached once: the run succeeds even though the server then goes away.
     sim = Simulator("--symbols", "AAPL", "--rate", "100", "--duration", "1")
     done = subprocess.run(

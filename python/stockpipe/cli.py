@@ -370,6 +370,11 @@ def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
             f"no connection to {cfg.finnhub.ws_url} opened in {stats.reconnects + 1} attempts; "
             "each attempt's reason is logged above"
         )
+    if stats.mode == "quotes" and stats.quote_requests > 0 and stats.http_errors == stats.quote_requests:
+        raise IngestError(
+            f"no quote request to {cfg.finnhub.rest_url} succeeded in {stats.quote_requests} attempts; "
+            "each failure is logged above"
+        )
     return 0 if stats.failed == 0 and stats.unacked == 0 and stats.unqueued == 0 else 1
 
 

@@ -160,6 +160,11 @@ pub async fn run_quotes(
             }
             Err(_) => {
                 metrics.incr("http_errors");
+                backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                log::warn!(
+                    "quote request to {} got no answer in 10s; retrying in {backoff:?}",
+                    redact_url(&uri)
+                );
                 continue;
             }
         };
@@ -181,7 +186,8 @@ pub async fn run_quotes(
             }
             other => {
                 metrics.incr("http_errors");
-                log::warn!("quote {symbol}: HTTP {other}");
+                backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                log::warn!("quote {symbol}: HTTP {other}; retrying in {backoff:?}");
                 continue;
             }
         }

@@ -155,6 +155,34 @@ def test_a_bounded_run_that_never_reaches_the_feed_fails(stack: Stack) -> None:
     assert re.search(r"error: no quote request to http://127\.0\.0\.1:9 succeeded in [2-9] attempts;", last), (
         done.stderr[-2000:]
     )
+    # REST quotes answered 503: backed off (1 s, 2 s, …), not retried at the budget's pace (10 a second).
+    import http.server
+
+    asked: list[str] = []
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run(
+            producer_cmd("--mode", "quotes", "--rest-url", f"http://127.0.0.1:{server.server_port}", "--api-key", "k",
+                         "--symbols", "AAPL,MSFT", "--quotes-per-minute", "600", "--duration", "4"),
+            env=stack.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert 2 <= len(asked) <= 4, asked
+    assert "HTTP 503; retrying in" in done.stderr and "no quote request to" in done.stderr.splitlines()[-1]
     # The same feed reached once: the run succeeds even though the server then goes away.
     sim = Simulator("--symbols", "AAPL", "--rate", "100", "--duration", "1")
     done = subprocess.run(

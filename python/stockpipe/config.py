@@ -711,15 +711,17 @@ def is_lake_uri(uri: str) -> bool:
     return uri.startswith("file://") and uri != "file://"
 
 
-def missing_local_lake(uri: str) -> str | None:
-    """The directory a ``file://`` lake names when it does not exist (a mistyped path), else None.
+def local_lake_problem(uri: str) -> str | None:
+    """What is wrong with the directory a ``file://`` lake to read names (a mistyped path), else None.
 
     A lake that exists but holds nothing yet is not a mistake: the commands that read it say so
     and exit 0. S3 has the same check in the store, which fails on a missing bucket."""
     if not uri.startswith("file://"):
         return None
     root = uri[len("file://") :]
-    return None if os.path.isdir(root) else root
+    if os.path.isdir(root):
+        return None
+    return f"{root} is not a directory" if os.path.exists(root) else f"no such directory {root}"
 
 
 class AwsCredentials(TypedDict):

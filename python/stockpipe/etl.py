@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from stockpipe import rules
-from stockpipe.config import LAKE_URI_EXPECTED, Config, is_lake_uri, load_config, missing_local_lake
+from stockpipe.config import LAKE_URI_EXPECTED, Config, is_lake_uri, load_config, local_lake_problem
 from stockpipe.exceptions import ConfigError
 
 __all__ = ["TransformStats", "format_spark_status", "format_status", "main", "transform"]
@@ -162,9 +162,9 @@ def transform(
     date, since = check_days(date, since)
     if tc.engine not in ("rust", "spark"):
         raise ConfigError(f"[transform] engine = {tc.engine!r}: expected rust or spark")
-    missing = missing_local_lake(tc.input)
-    if missing is not None:
-        raise ConfigError(f"[transform] input = {tc.input!r}: no such directory {missing}")
+    problem = local_lake_problem(tc.input)
+    if problem is not None:
+        raise ConfigError(f"[transform] input = {tc.input!r}: {problem}")
     if tc.engine == "spark":
         from stockpipe import spark_etl
 

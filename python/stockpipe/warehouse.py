@@ -45,7 +45,7 @@ from stockpipe.config import (
     aws_error,
     is_lake_uri,
     load_config,
-    missing_local_lake,
+    local_lake_problem,
     s3_client,
     warehouse_uri_problem,
 )
@@ -344,9 +344,9 @@ def load(
     if not is_lake_uri(lake):
         raise ConfigError(f"--input {lake!r}: {LAKE_URI_EXPECTED}")
     target = _target(warehouse or cfg.warehouse.warehouse)
-    missing = missing_local_lake(lake)
-    if missing is not None:
-        raise ConfigError(f"--input {lake!r}: no such directory {missing}")
+    problem = local_lake_problem(lake)
+    if problem is not None:
+        raise ConfigError(f"--input {lake!r}: {problem}")
     if target.kind == "duckdb":
         return _load_duckdb(cfg, target, _processed_files(cfg, lake, date, since), status)
     if not lake.startswith("s3://"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stockpipe import load_config
-from stockpipe.dev import chaos
+from stockpipe.dev import chaos, faults
 
 from .conftest import PORT_OFFSET
 
@@ -50,10 +50,10 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[chaos.Chaos]:
     "scenario",
     [
         pytest.param(s, id=s.name, marks=[] if s.name in EVERY_RUN else [pytest.mark.chaos_full])
-        for s in chaos.SCENARIOS
+        for s in faults.SCENARIOS
     ],
 )
-def test_scenario(suite: chaos.Chaos, scenario: chaos.Scenario) -> None:
+def test_scenario(suite: chaos.Chaos, scenario: faults.Scenario) -> None:
     result = chaos.run_scenario(suite, scenario, say=lambda _m: None)
     assert result.sent > 0 and result.in_s3 > 0
     if scenario.control:

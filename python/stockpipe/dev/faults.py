@@ -1,0 +1,364 @@
+"""The fault suite's scenarios: what each one does to the running pipeline, and when.
+
+A scenario's ``inject`` runs on the harness's thread while the pipeline streams (``chaos.Run``):
+it waits, marks the fault's start and end (``run.begin()`` / ``run.end()``) and acts on brokers,
+sinks, producers or the S3 server in between. The harness (``stockpipe.dev.chaos``) starts
+everything, calls it, and checks every record against the simulator's ledger afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stockpipe.dev.chaos import Run
+
+
+@dataclass
+class Scenario:
+    name: str
+    what: str
+    inject: Callable[[Run], None]
+    duration: float = 30.0
+    rate: int = 2000
+    sim_args: list[str] = field(default_factory=list)
+    producer_args: list[str] = field(default_factory=list)
+    sinks: int = 1
+    sink_after: bool = False
+    s3_proxy: bool = False
+    control: bool = False
+    topic_config: dict[str, str] = field(default_factory=dict)
+
+
+class FaultProxy:
+    """A TCP proxy in front of the S3 server that can answer every request with 503 SlowDown."""
+
+    BODY = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>"
+    )
+
+    def __init__(self, upstream: int) -> None:
+        import socket
+
+        self.upstream = upstream
+        self.failing = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.conns: list[Any] = []
+        self.answered = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.failing.is_set():
+                threading.Thread(target=self._slow_down, args=(client,), daemon=True).start()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                client.close()
+                continue
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a: Any, b: Any) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _slow_down(self, client: Any) -> None:
+        try:
+            client.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            client.sendall(
+                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                + f"Content-Length: {len(self.BODY)}\r\n\r\n".encode()
+                + self.BODY
+            )
+            self.answered += 1
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+    def fail(self, on: bool) -> None:
+        if on:
+            self.failing.set()
+            for s in self.conns:  # kept-alive connections must not slip past the fault
+                try:
+                    s.close()
+                except OSError:
+                    pass
+            self.conns.clear()
+        else:
+            self.failing.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.server.close()
+
+
+# -- the scenarios ---------------------------------------------------------------------------------
+
+
+def _leader_name(run: Run) -> str:
+    return f"kafka-{run.chaos.wait_leader(run.topic)}"
+
+
+def leader_kill9_x5(run: Run) -> None:
+    run.pause(4)
+    run.begin()
+    for _ in range(5):
+        victim = _leader_name(run)
+        run.chaos.kill9(victim)
+        run.pause(2)
+        run.chaos.start(victim)  # returns once its port is open (a JVM start: ~5 s)
+        run.pause(1)
+    run.end()
+
+
+def broker_sigstop_30s(run: Run) -> None:
+    run.pause(4)
+    victim = _leader_name(run)
+    run.begin()
+    run.chaos.sig(victim, signal.SIGSTOP)
+    run.pause(30)
+    run.chaos.sig(victim, signal.SIGCONT)
+    run.end()
+
+
+def rolling_restart(run: Run) -> None:
+    run.pause(4)
+    run.begin()
+    for node in (1, 2, 3):
+        run.chaos.stop(f"kafka-{node}", grace=60)  # a controlled shutdown moves leadership first
+        run.chaos.start(f"kafka-{node}")
+        run.chaos.wait_isr(run.topic)
+    run.end()
+
+
+def sink_kill9_x5(run: Run) -> None:
+    run.pause(3)
+    run.begin()
+    for _ in range(5):
+        run.pause(random.uniform(1.0, 4.0))
+        run.sinks[-1].signal(signal.SIGKILL)
+        run.sinks[-1].wait(10)
+        run.start_sink()
+    run.end()
+
+
+def two_sinks_one_killed(run: Run) -> None:
+    run.pause(6)
+    run.begin()
+    run.sinks[0].signal(signal.SIGKILL)
+    run.sinks[0].wait(10)
+    run.end()
+
+
+def rebalance_add_sink(run: Run) -> None:
+    run.pause(6)
+    run.begin()
+    run.start_sink()
+    run.end()
+
+
+def s3_stopped_30s(run: Run) -> None:
+    run.pause(4)
+    run.begin()
+    run.chaos.stop("s3")
+    run.pause(30)
+    run.chaos.start("s3")
+    run.end()
+
+
+def s3_slowdown(run: Run) -> None:
+    proxy = run.s3_proxy
+    assert proxy is not None
+    run.pause(4)
+    run.begin()
+    proxy.fail(True)
+    run.pause(15)
+    proxy.fail(False)
+    run.end()
+    run.note += f"{proxy.answered} requests answered 503 SlowDown; "
+
+
+def ws_inherent(first_fault_s: float) -> Callable[[Run], None]:
+    """Faults the simulator injects itself; the first comes ``first_fault_s`` after the start."""
+
+    def inject(run: Run) -> None:
+        if first_fault_s > 0:
+            run.fault_start = run.started + first_fault_s
+            run.fault_end = run.started + first_fault_s
+
+    return inject
+
+
+def producer_sigterm(run: Run) -> None:
+    run.pause(8)
+    run.begin()
+    run.producers[0].signal(signal.SIGTERM)
+    run.producers[0].wait(60)
+    run.note += "trades the simulator sent after the SIGTERM were never read (not acked, not counted lost); "
+    run.start_producer()
+    run.end()
+
+
+def producer_kill9(run: Run) -> None:
+    run.pause(8)
+    run.begin()
+    run.producers[0].signal(signal.SIGKILL)
+    run.producers[0].wait(10)
+    run.start_producer()
+    run.end()
+    run.note += "kill -9 loses what was read but not yet acked (frame → ack); see docs/reliability.md; "
+
+
+def control_idempotence_off(run: Run) -> None:
+    """The follower pauses: the leader has appended each batch but cannot complete acks=all, so it
+    answers REQUEST_TIMED_OUT after the request timeout and the producer sends the batch again."""
+    run.pause(4)
+    run.begin()
+    for _ in range(4):
+        leader, replicas, _ = run.chaos.replicas(run.topic)
+        victim = f"kafka-{next(r for r in replicas if r != leader)}"
+        run.chaos.sig(victim, signal.SIGSTOP)
+        run.pause(4)
+        run.chaos.sig(victim, signal.SIGCONT)
+        run.pause(2)
+    run.end()
+
+
+def control_both_replicas_lost(run: Run) -> None:
+    """RF 2, min.insync.replicas 1: the follower dies, the leader alone acks, then the leader dies."""
+    chaos = run.chaos
+    run.pause(3)
+    leader, replicas, _ = chaos.replicas(run.topic)
+    follower = next(r for r in replicas if r != leader)
+    run.begin()
+    chaos.kill9(f"kafka-{follower}")
+    # Once the controller fences the follower (broker.session.timeout.ms, 9 s) the ISR is the
+    # leader alone, which then acknowledges by itself (min.insync.replicas 1).
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if chaos.replicas(run.topic)[2] == [leader]:
+                break
+        except Exception:  # noqa: BLE001 - metadata can time out while the cluster notices the loss
+            pass
+        time.sleep(0.5)
+    run.pause(6)
+    for p in run.producers:
+        p.stop()
+    chaos.kill9(f"kafka-{leader}")  # both replicas of partition 0 are gone
+    chaos.start(f"kafka-{follower}")
+    from confluent_kafka import ElectionType, TopicPartition
+
+    elected = False
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not elected:
+        try:
+            chaos.admin().elect_leaders(ElectionType.UNCLEAN, [TopicPartition(run.topic, 0)]).result()
+        except Exception:  # noqa: BLE001 - the quorum is still forming
+            pass
+        try:
+            elected = chaos.replicas(run.topic)[0] == follower
+        except Exception:  # noqa: BLE001
+            pass
+        time.sleep(1)
+    if not elected:
+        run.note += "the unclean election did not happen; "
+    chaos.start(f"kafka-{leader}")  # comes back as a follower and truncates to the new leader
+    chaos.wait_isr(run.topic)
+    run.end()
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("leader-kill9-x5", "partition leader broker kill -9 during produce, 5 times", leader_kill9_x5, 90),
+    Scenario("broker-sigstop-30s", "partition leader SIGSTOP for 30 s", broker_sigstop_30s, 45),
+    Scenario("rolling-restart", "rolling restart of all three brokers", rolling_restart, 50),
+    Scenario("sink-kill9-x5", "sink kill -9 at random moments, 5 times", sink_kill9_x5, 30),
+    Scenario("two-sinks-one-killed", "two sinks in one group, one killed", two_sinks_one_killed, 25, sinks=2),
+    Scenario("rebalance-add-sink", "a second sink joins the group", rebalance_add_sink, 25),
+    Scenario("s3-stopped-30s", "S3 server stopped for 30 s", s3_stopped_30s, 45),
+    Scenario("s3-503-slowdown", "S3 answers 503 SlowDown for 15 s (proxy)", s3_slowdown, 30, s3_proxy=True),
+    Scenario(
+        "ws-drop-no-close",
+        "WebSocket dropped without a close frame",
+        ws_inherent(5),
+        20,
+        sim_args=["--disconnect-every-s", "5", "--disconnect-kinds", "noclose,reset"],
+    ),
+    Scenario(
+        "ws-half-open",
+        "WebSocket half-open: silence, no close",
+        ws_inherent(5),
+        20,
+        sim_args=["--disconnect-every-s", "5", "--disconnect-kinds", "silent"],
+        producer_args=["--silence-timeout-s", "2"],
+    ),
+    Scenario("ws-duplicates", "duplicate frames", ws_inherent(0), 15, sim_args=["--duplicate-rate", "0.05"]),
+    Scenario(
+        "ws-out-of-order",
+        "frames with times going backwards",
+        ws_inherent(0),
+        15,
+        sim_args=["--out-of-order-rate", "0.1"],
+    ),
+    Scenario("ws-malformed", "malformed frames", ws_inherent(0), 15, sim_args=["--malformed-rate", "0.1"]),
+    Scenario(
+        "ws-429-upgrade",
+        "HTTP 429 at the WebSocket upgrade",
+        ws_inherent(0.01),
+        15,
+        sim_args=["--reject-upgrades", "2", "--reject-status", "429"],
+        producer_args=["--rate-limited-backoff-s", "1"],
+    ),
+    Scenario("producer-sigterm", "producer stopped with SIGTERM, restarted", producer_sigterm, 20),
+    Scenario("producer-kill9", "producer killed with kill -9, restarted", producer_kill9, 20),
+    Scenario(
+        "control-idempotence-off",
+        "CONTROL: idempotence off, a follower paused 4× (acks=all times out → retries)",
+        control_idempotence_off,
+        35,
+        producer_args=["--no-idempotence", "--librdkafka", "request.timeout.ms=1500,retry.backoff.ms=50"],
+        control=True,
+    ),
+    Scenario(
+        "control-both-replicas-lost",
+        "CONTROL: RF 2, min.insync.replicas 1, both replicas of a partition lost",
+        control_both_replicas_lost,
+        40,
+        sink_after=True,
+        control=True,
+    ),
+]

@@ -148,6 +148,10 @@ def transform(
         full: rebuild the selected days even when their raw objects did not change.
         config: settings to start from (default: :func:`stockpipe.load_config`).
         status: called about once a second with the counters (Rust engine) or Spark's progress (Spark).
+
+    Raises:
+        ConfigError: a bad setting, or a ``file://`` input that is not an existing directory (an
+            existing, empty one returns zero counts).
     """
     cfg = config if config is not None else load_config()
     tc = dataclasses.replace(

@@ -335,6 +335,9 @@ def load(
 
     Interrupted (Ctrl-C) while Redshift runs the load, the statement is cancelled: the load is one
     transaction, so none of it stays, and running it again loads everything.
+
+    Raises:
+        ConfigError: a bad setting, or a ``file://`` input that is not an existing directory.
     """
     from stockpipe.etl import check_days
 

@@ -47,11 +47,18 @@ impl FileStore {
         }
     }
 
+    /// The objects whose keys start with `prefix` (after `start_after`), in key order. Only the
+    /// directory the prefix names is walked, and a file that goes away while it is walked (an
+    /// object replaced or deleted by another writer) is left out rather than failing the list.
     pub fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectMeta>> {
         let mut out = Vec::new();
-        walk(&self.root, &self.root, &mut out).map_err(|source| Error::Io {
+        let dir = match prefix.rfind('/') {
+            Some(end) => self.root.join(&prefix[..end]),
+            None => self.root.clone(),
+        };
+        walk(&self.root, &dir, &mut out).map_err(|source| Error::Io {
             op: "list",
-            path: self.root.display().to_string(),
+            path: dir.display().to_string(),
             source,
         })?;
         out.retain(|m| {
@@ -109,15 +116,20 @@ fn write_file(root: &Path, path: &Path, key: &str, body: &[u8], create_new: bool
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if gone(&e) => return Ok(()),
         Err(e) => return Err(e),
     };
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
-        let meta = entry.metadata()?;
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
         if meta.is_dir() {
             walk(root, &path, out)?;
         } else if let Ok(rel) = path.strip_prefix(root) {

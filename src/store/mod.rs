@@ -213,6 +213,61 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[tokio::test]
+    async fn a_file_store_lists_from_the_prefix_directory_while_others_write() {
+        let dir = std::env::temp_dir().join(format!("stockpipe-store-{}", rand::random::<u64>()));
+        let store = Store::open(
+            &format!("file://{}", dir.display()),
+            &s3cfg(),
+            Encryption::None,
+        )
+        .await
+        .unwrap();
+        for key in [
+            "raw/year=1/a.json",
+            "raw/year=2/b.json",
+            "rawer/c.json",
+            "out/d.json",
+        ] {
+            store.put(key, b"1".to_vec(), false).await.unwrap();
+        }
+        let keys = |metas: Vec<ObjectMeta>| metas.into_iter().map(|m| m.key).collect::<Vec<_>>();
+        let listed = keys(store.list("raw/year=", None).await.unwrap());
+        assert_eq!(listed, ["raw/year=1/a.json", "raw/year=2/b.json"]);
+        let listed = keys(store.list("raw", None).await.unwrap());
+        assert_eq!(
+            listed,
+            ["raw/year=1/a.json", "raw/year=2/b.json", "rawer/c.json"]
+        );
+        assert!(store.list("none/", None).await.unwrap().is_empty());
+
+        // Another writer replaces and deletes files under the listed prefix all the while: an
+        // entry that vanishes between readdir and stat is not an error.
+        let churn = dir.join("raw/year=1");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = churn.join(format!("f-{}.json", i % 64));
+                    std::fs::write(&path, b"x").unwrap();
+                    std::fs::remove_file(&path).unwrap();
+                    i += 1;
+                }
+            })
+        };
+        for _ in 0..2000 {
+            store
+                .list("raw/", None)
+                .await
+                .expect("a list beside a writer");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_session_token_goes_with_the_key_pair() {
         assert!(s3::configured_credentials(&s3cfg()).is_none());

@@ -110,6 +110,11 @@ pub fn validate(cfg: &FinnhubConfig) -> Result<()> {
     Ok(())
 }
 
+/// The wait after another failed request: twice the last one, at least `floor`, at most 60 s.
+fn doubled(backoff: Duration, floor: Duration) -> Duration {
+    (backoff * 2).clamp(floor, Duration::from_secs(60))
+}
+
 pub async fn run_quotes(
     cfg: &FinnhubConfig,
     producer: Arc<TradeProducer>,
@@ -151,7 +156,7 @@ pub async fn run_quotes(
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 metrics.incr("http_errors");
-                backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                backoff = doubled(backoff, Duration::from_secs(1));
                 log::warn!(
                     "quote request to {} failed: {e}; retrying in {backoff:?}",
                     redact_url(&uri)
@@ -160,7 +165,7 @@ pub async fn run_quotes(
             }
             Err(_) => {
                 metrics.incr("http_errors");
-                backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                backoff = doubled(backoff, Duration::from_secs(1));
                 log::warn!(
                     "quote request to {} got no answer in 10s; retrying in {backoff:?}",
                     redact_url(&uri)
@@ -180,13 +185,13 @@ pub async fn run_quotes(
             401 | 403 => return Err(Error::Unauthorized),
             429 => {
                 metrics.incr("rate_limited");
-                backoff = (backoff * 2).clamp(Duration::from_secs(2), Duration::from_secs(60));
+                backoff = doubled(backoff, Duration::from_secs(2));
                 log::warn!("finnhub REST limit reached (429); waiting {backoff:?}");
                 continue;
             }
             other => {
                 metrics.incr("http_errors");
-                backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                backoff = doubled(backoff, Duration::from_secs(1));
                 log::warn!("quote {symbol}: HTTP {other}; retrying in {backoff:?}");
                 continue;
             }

@@ -95,6 +95,11 @@ class Proc:
         self.signal(signal.SIGTERM)
         return self.wait(timeout)
 
+    def kill(self) -> int:
+        """kill -9, then reaps it."""
+        self.signal(signal.SIGKILL)
+        return self.wait(10)
+
     def counter(self, key: str) -> list[tuple[float, float]]:
         """``(time, value)`` of ``key N`` in each status line."""
         pattern = re.compile(rf"{key}\s+([0-9.]+)")

@@ -170,8 +170,7 @@ def sink_kill9_x5(run: Run) -> None:
     run.begin()
     for _ in range(5):
         run.pause(random.uniform(1.0, 4.0))
-        run.sinks[-1].signal(signal.SIGKILL)
-        run.sinks[-1].wait(10)
+        run.sinks[-1].kill()
         run.start_sink()
     run.end()
 
@@ -179,8 +178,7 @@ def sink_kill9_x5(run: Run) -> None:
 def two_sinks_one_killed(run: Run) -> None:
     run.pause(6)
     run.begin()
-    run.sinks[0].signal(signal.SIGKILL)
-    run.sinks[0].wait(10)
+    run.sinks[0].kill()
     run.end()
 
 
@@ -226,8 +224,7 @@ def ws_inherent(first_fault_s: float) -> Callable[[Run], None]:
 def producer_sigterm(run: Run) -> None:
     run.pause(8)
     run.begin()
-    run.producers[0].signal(signal.SIGTERM)
-    run.producers[0].wait(60)
+    run.producers[0].stop(60)
     run.note += "trades the simulator sent after the SIGTERM were never read (not acked, not counted lost); "
     run.start_producer()
     run.end()
@@ -236,8 +233,7 @@ def producer_sigterm(run: Run) -> None:
 def producer_kill9(run: Run) -> None:
     run.pause(8)
     run.begin()
-    run.producers[0].signal(signal.SIGKILL)
-    run.producers[0].wait(10)
+    run.producers[0].kill()
     run.start_producer()
     run.end()
     run.note += "kill -9 loses what was read but not yet acked (frame → ack); see docs/reliability.md; "

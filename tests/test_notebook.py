@@ -38,10 +38,10 @@ def test_the_analytics_notebook_executes_and_draws(tmp_path: Path, monkeypatch: 
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
 
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 3, "price/volume, candlesticks with VWAP and movers"
+    assert len(images) >= 3, "price/trades, candlesticks with VWAP and movers"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    for name in ("price_volume", "candles_vwap", "movers"):
+    for name in ("price_trades", "candles_vwap", "movers"):
         png = charts / f"{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000, name
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]

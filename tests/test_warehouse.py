@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stockpipe import load_config, warehouse
+from stockpipe import load_config, redshift, warehouse
 from stockpipe.exceptions import ConfigError, WarehouseError
 
 from .conftest import Stack, cli
@@ -295,7 +295,7 @@ class RedshiftLoad:
             )
             for o in listed
         ]
-        digest = hashlib.sha256(warehouse.manifest_json(sorted(self.files, key=lambda f: f.uri))).hexdigest()[:16]
+        digest = hashlib.sha256(redshift.manifest_json(sorted(self.files, key=lambda f: f.uri))).hexdigest()[:16]
         self.manifest = f"s3://{self.bucket}/{prefix}/_loads/manifest-{digest}.json"
         self.sqls = warehouse.load_statements(
             schema="public", manifest=self.manifest, iam_role=self.cfg.warehouse.iam_role
@@ -409,7 +409,7 @@ def test_redshift_errors_name_the_fix() -> None:
             "execute_statement", "ValidationException", "Workgroup stockpipe-wg not found.", expected_params=None
         )
         with pytest.raises(WarehouseError, match=r"region 'eu-west-9': check \[warehouse\] region"):
-            warehouse.RedshiftData(cfg, target, client).run("SELECT 1")
+            redshift.RedshiftData(cfg, target, client).run("SELECT 1")
     with pytest.raises(ConfigError, match="redshift://WORKGROUP/DATABASE"):
         warehouse._target("redshift:///dev")
     assert "***" in str(pytest.raises(ConfigError, warehouse._target, "redshift://u:secret@h/").value)

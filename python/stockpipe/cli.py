@@ -148,7 +148,7 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the counts as JSON on stdout")
     p.set_defaults(handler=cmd_load)
 
-    from stockpipe.warehouse import ANALYTICS
+    from stockpipe.queries import ANALYTICS
 
     text = "run an analytics query (by name) or any SQL in the Redshift dialect against the warehouse"
     more = "DuckDB is opened read-only: statements that change it are refused (stockpipe load writes it)."

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use stockpipe::sink::encode::{encode, Day};
-use stockpipe::transform::engine::parse_object;
+use stockpipe::transform::assemble::parse_object;
 use stockpipe::transform::rules::{clean, Row, TIME_MAX_MS, TIME_MIN_MS};
 
 const RECORD: &str = r#"{"symbol":"AAPL","price":129.575,"volume":1,"trade_ts":1672348887785,"conditions":["1","24","12"],"received_ts":1672348887790,"source":"finnhub","schema_version":1,"kafka_partition":2,"kafka_offset":77}"#;

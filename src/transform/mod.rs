@@ -1,11 +1,15 @@
 //! Raw JSONL → Parquet, applying the shared rule set.
 //!
 //! [`rules`] is the compiled copy of `python/stockpipe/rules.py` (the definition both engines
-//! follow), [`parquet`] turns clean rows into the processed schema, and [`engine`] picks the raw
-//! days to (re)build and writes them with deterministic names, a quarantine and a manifest.
+//! follow), [`assemble`] turns a day's raw objects into de-duplicated, sorted rows, [`parquet`]
+//! encodes them in the processed schema, and [`engine`] picks the raw days to (re)build and writes
+//! them with deterministic names, a quarantine and a manifest.
 
+pub mod assemble;
 pub mod engine;
+pub mod fields;
 pub mod intern;
+pub mod line;
 pub mod parquet;
 pub mod rules;
 

@@ -69,14 +69,7 @@ def load(
         total = int(api.run(f"SELECT COUNT(*) FROM {cfg.warehouse.schema}.stock_prices").rows[0][0])
     else:
         matched, merged, rows_in, total = _load_direct(target, statements, kinds, cfg.warehouse.schema)
-    return LoadStats(
-        warehouse="redshift",
-        files=len(files),
-        rows_in=rows_in,
-        inserted=merged - matched,
-        updated=matched,
-        total_rows=total,
-    )
+    return LoadStats.of_merge("redshift", len(files), rows_in, merged, matched, total)
 
 
 def _load_direct(target: _Target, statements: list[str], kinds: list[str], schema: str) -> tuple[int, int, int, int]:

@@ -26,6 +26,18 @@ class LoadStats:
     updated: int
     total_rows: int
 
+    @classmethod
+    def of_merge(cls, warehouse: str, files: int, rows_in: int, merged: int, matched: int, total: int) -> LoadStats:
+        """A load counted by its MERGE: ``merged`` rows written, ``matched`` of them already loaded."""
+        return cls(
+            warehouse=warehouse,
+            files=files,
+            rows_in=rows_in,
+            inserted=merged - matched,
+            updated=matched,
+            total_rows=total,
+        )
+
     def summary(self) -> str:
         return (
             f"files {self.files}, rows read {self.rows_in}, inserted {self.inserted}, updated {self.updated}, "

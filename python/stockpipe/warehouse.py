@@ -244,14 +244,8 @@ def _load_duckdb(
             con.execute("DROP TABLE stock_prices_staging")
             con.execute("COMMIT")
         total = con.execute("SELECT COUNT(*) FROM stock_prices").fetchone()[0]
-        return LoadStats(
-            warehouse="duckdb",
-            files=len(files),
-            rows_in=rows_in,
-            inserted=rows_in - matched,
-            updated=matched,
-            total_rows=total,
-        )
+        # Every staged row is merged: matched ones update, the rest insert.
+        return LoadStats.of_merge("duckdb", len(files), rows_in, rows_in, matched, total)
     except duckdb.Error as e:
         raise WarehouseError(f"DuckDB load failed: {str(e).splitlines()[0]}") from None
     finally:

@@ -9,12 +9,14 @@ use super::rules::{
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-pub fn is_null(v: Option<&RawValue>) -> bool {
+#[inline]
+pub(super) fn is_null(v: Option<&RawValue>) -> bool {
     v.is_none_or(|v| v.get() == "null")
 }
 
 /// An integer JSON token (no fraction, no exponent) as i64; `None` for anything else or beyond i64.
-pub fn int_token(v: &RawValue) -> Option<i64> {
+#[inline]
+pub(super) fn int_token(v: &RawValue) -> Option<i64> {
     let t = v.get();
     let digits = t.strip_prefix('-').unwrap_or(t);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -23,17 +25,20 @@ pub fn int_token(v: &RawValue) -> Option<i64> {
     t.parse::<i64>().ok()
 }
 
-pub fn is_number_token(t: &str) -> bool {
+#[inline]
+pub(super) fn is_number_token(t: &str) -> bool {
     matches!(t.as_bytes().first(), Some(b'-' | b'0'..=b'9'))
 }
 
 /// `Some(ms)` when the token is an integer in [TIME_MIN_MS, TIME_MAX_MS).
-pub fn ms_token(v: &RawValue) -> Option<i64> {
+#[inline]
+pub(super) fn ms_token(v: &RawValue) -> Option<i64> {
     int_token(v).filter(|ms| (TIME_MIN_MS..TIME_MAX_MS).contains(ms))
 }
 
 /// A JSON number as DECIMAL(18,8), rounding half up, with the Python rules' reasons.
-pub fn price(token: &str) -> Result<i64, Reason> {
+#[inline]
+pub(super) fn price(token: &str) -> Result<i64, Reason> {
     if !is_number_token(token) {
         return Err(Reason::BadPrice);
     }
@@ -119,7 +124,8 @@ pub fn price(token: &str) -> Result<i64, Reason> {
     Ok(unscaled as i64)
 }
 
-pub fn string_token<'a>(v: &'a RawValue) -> Option<Cow<'a, str>> {
+#[inline]
+pub(super) fn string_token<'a>(v: &'a RawValue) -> Option<Cow<'a, str>> {
     let t = v.get();
     if !t.starts_with('"') {
         return None;
@@ -131,7 +137,8 @@ pub fn string_token<'a>(v: &'a RawValue) -> Option<Cow<'a, str>> {
     serde_json::from_str::<Cow<'a, str>>(t).ok()
 }
 
-pub fn symbol(v: Option<&RawValue>, strings: &mut Interner) -> Result<u32, Reason> {
+#[inline]
+pub(super) fn symbol(v: Option<&RawValue>, strings: &mut Interner) -> Result<u32, Reason> {
     if is_null(v) {
         return Err(Reason::MissingSymbol);
     }
@@ -152,7 +159,8 @@ pub fn symbol(v: Option<&RawValue>, strings: &mut Interner) -> Result<u32, Reaso
     Ok(strings.id(s))
 }
 
-pub fn volume(v: Option<&RawValue>) -> Result<Option<f64>, Reason> {
+#[inline]
+pub(super) fn volume(v: Option<&RawValue>) -> Result<Option<f64>, Reason> {
     if is_null(v) {
         return Ok(None);
     }
@@ -168,7 +176,11 @@ pub fn volume(v: Option<&RawValue>) -> Result<Option<f64>, Reason> {
     }
 }
 
-pub fn conditions(v: Option<&RawValue>, strings: &mut Interner) -> Result<Option<u32>, Reason> {
+#[inline]
+pub(super) fn conditions(
+    v: Option<&RawValue>,
+    strings: &mut Interner,
+) -> Result<Option<u32>, Reason> {
     if is_null(v) {
         return Ok(None);
     }
@@ -184,7 +196,8 @@ pub fn conditions(v: Option<&RawValue>, strings: &mut Interner) -> Result<Option
 }
 
 /// `["a","b"]` without escapes, joined into `out`, in one pass; `None` sends anything else to serde.
-pub fn simple_string_list(t: &str, out: &mut String) -> Option<Result<(), Reason>> {
+#[inline]
+pub(super) fn simple_string_list(t: &str, out: &mut String) -> Option<Result<(), Reason>> {
     let b = t.as_bytes();
     if b.first() != Some(&b'[') || b.contains(&b'\\') {
         return None;

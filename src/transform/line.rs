@@ -10,17 +10,17 @@ use std::fmt;
 
 /// The fields the rules look at, each as its raw JSON text (`None` when absent).
 #[derive(Default)]
-pub struct Fields<'a> {
-    pub schema_version: Option<&'a RawValue>,
-    pub kafka_partition: Option<&'a RawValue>,
-    pub kafka_offset: Option<&'a RawValue>,
-    pub symbol: Option<&'a RawValue>,
-    pub price: Option<&'a RawValue>,
-    pub trade_ts: Option<&'a RawValue>,
-    pub volume: Option<&'a RawValue>,
-    pub conditions: Option<&'a RawValue>,
-    pub received_ts: Option<&'a RawValue>,
-    pub source: Option<&'a RawValue>,
+pub(super) struct Fields<'a> {
+    pub(super) schema_version: Option<&'a RawValue>,
+    pub(super) kafka_partition: Option<&'a RawValue>,
+    pub(super) kafka_offset: Option<&'a RawValue>,
+    pub(super) symbol: Option<&'a RawValue>,
+    pub(super) price: Option<&'a RawValue>,
+    pub(super) trade_ts: Option<&'a RawValue>,
+    pub(super) volume: Option<&'a RawValue>,
+    pub(super) conditions: Option<&'a RawValue>,
+    pub(super) received_ts: Option<&'a RawValue>,
+    pub(super) source: Option<&'a RawValue>,
 }
 
 struct LineVisitor;
@@ -145,7 +145,8 @@ fn check_structure(text: &str) -> Result<(), Reason> {
     Ok(())
 }
 
-pub fn parse(line: &[u8]) -> Result<Fields<'_>, Reason> {
+#[inline]
+pub(super) fn parse(line: &[u8]) -> Result<Fields<'_>, Reason> {
     let text = std::str::from_utf8(line).map_err(|_| Reason::NotJson)?;
     let first = text
         .bytes()

@@ -7,9 +7,9 @@
 
 pub mod assemble;
 pub mod engine;
-pub mod fields;
+mod fields;
 pub mod intern;
-pub mod line;
+mod line;
 pub mod parquet;
 pub mod rules;
 

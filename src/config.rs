@@ -98,6 +98,14 @@ impl SinkConfig {
         if let Some((key, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return Err(format!("{key} = 0: must be greater than zero"));
         }
+        if self.max_buffered_records < self.batch_size {
+            // A partition stops reading at this mark, so a batch of batch_size would never fill.
+            return Err(format!(
+                "max_buffered_records = {}: must be at least batch_size ({}): a partition pauses \
+                 at this many records, so its batches would close only after batch_seconds",
+                self.max_buffered_records, self.batch_size
+            ));
+        }
         let age = self.batch_seconds;
         if !(age.is_finite() && age > 0.0) {
             return Err(format!("batch_seconds = {age}: must be greater than zero"));
@@ -172,6 +180,10 @@ mod tests {
             (
                 serde_json::json!({"max_buffered_records": 0}),
                 "max_buffered_records = 0",
+            ),
+            (
+                serde_json::json!({"max_buffered_records": 99}),
+                "max_buffered_records = 99: must be at least batch_size (100)",
             ),
             (
                 serde_json::json!({"batch_seconds": -1.0}),

@@ -50,6 +50,10 @@ def test_seed_layout_loads_and_finnhub_env_alias(tmp_path: Path) -> None:
             {"STOCKPIPE_SINK_BATCH_SIZE": "-5"},
             "[sink] batch_size = -5 (from env STOCKPIPE_SINK_BATCH_SIZE): must be greater than zero",
         ),
+        (
+            {"STOCKPIPE_SINK_BATCH_SIZE": "200000"},
+            "[sink] max_buffered_records = 100000 (from default): must be at least batch_size (200000)",
+        ),
         ({"STOCKPIPE_KAFKA_BOOTSTRAP_SERVERS": "localhost"}, "[kafka] bootstrap_servers"),
         ({"STOCKPIPE_KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.pem"}, "ssl_ca_location"),
         ({"STOCKPIPE_KAFKA_NOPE": "1"}, "unknown key [kafka] nope (from env STOCKPIPE_KAFKA_NOPE)"),

@@ -151,7 +151,9 @@ class SinkSettings:
     gzip: bool = _opt(False, "gzip objects")
     sse: str = _opt("AES256", "AES256, aws:kms or none")
     sse_kms_key_id: str | None = _opt(None, "KMS key id for aws:kms")
-    max_buffered_records: int = _opt(100_000, "pause a partition beyond this many buffered records")
+    max_buffered_records: int = _opt(
+        100_000, "pause a partition beyond this many buffered records (at least batch_size)"
+    )
     duration: float | None = _opt(None, "stop after this many seconds")
     status_interval: float = _opt(1.0, "seconds between status lines (0: quiet)")
     metrics_address: str | None = _opt(
@@ -620,6 +622,15 @@ def validate(cfg: Config) -> None:
                 _fail(cfg, section, f.name, "must be greater than zero")
             if value < 0:
                 _fail(cfg, section, f.name, "must not be negative")
+    if cfg.sink.max_buffered_records < cfg.sink.batch_size:
+        # A partition stops reading at this mark, so a batch of batch_size would never fill.
+        _fail(
+            cfg,
+            "sink",
+            "max_buffered_records",
+            f"must be at least batch_size ({cfg.sink.batch_size}): a partition pauses at this many records, "
+            "so its batches would close only after batch_seconds",
+        )
     for server in cfg.kafka.bootstrap_servers.split(","):
         host, sep, port = server.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:

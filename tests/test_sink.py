@@ -447,7 +447,7 @@ def test_status_line_reports_lag_per_partition(stack: Stack, tmp_path: Path) -> 
     out = Output(stack, "file", tmp_path)
     cfg = load_config(env=sink_env(stack, topic, out.uri), use_default_file=False)
     cfg.sink.batch_size, cfg.sink.status_interval = 1_000_000, 0.5  # hold everything: lag stays visible
-    cfg.sink.batch_seconds = 60
+    cfg.sink.batch_seconds, cfg.sink.max_buffered_records = 60, 1_000_000
     seen: list[dict[str, float]] = []
     Sink(cfg).run(duration=10, status=lambda s: seen.append(dict(s, at=time.monotonic())))
     # While everything is held the lag is the whole topic; the final report, after the drain, may be 0.

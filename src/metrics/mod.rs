@@ -55,21 +55,25 @@ impl Metrics {
         }
     }
 
+    /// Sets gauge `name` and replaces the labelled gauges under `prefix` as one change: a
+    /// [`snapshot`](Self::snapshot) sees both before or both after, so a total and its parts
+    /// (the sink's lag and its lag per partition) always agree.
+    pub fn set_with_parts(
+        &self,
+        name: &'static str,
+        v: u64,
+        prefix: &str,
+        parts: impl IntoIterator<Item = (String, u64)>,
+    ) {
+        let mut g = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        g.retain(|k, _| !k.starts_with(prefix));
+        g.extend(parts);
+        self.set(name, v);
+    }
+
     /// Whether `name` is one of this set's counters.
     pub fn has(&self, name: &str) -> bool {
         self.counters.contains_key(name)
-    }
-
-    /// The labelled gauges whose names start with `prefix`, with the prefix taken off.
-    pub fn labelled(&self, prefix: &str) -> Vec<(String, u64)> {
-        self.labelled.lock().map_or_else(
-            |_| Vec::new(),
-            |g| {
-                g.iter()
-                    .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), *v)))
-                    .collect()
-            },
-        )
     }
 
     pub fn latency(&self) -> &LatencyHistogram {
@@ -89,14 +93,16 @@ impl Metrics {
 
     /// A point-in-time copy: every counter, plus latency percentiles in milliseconds.
     pub fn snapshot(&self) -> Snapshot {
+        // Counters are read under the labelled gauges' lock: a gauge set with its parts
+        // (`set_with_parts`) is seen together with them.
+        let labelled = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
         let mut values: BTreeMap<String, f64> = self
             .counters
             .iter()
             .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed) as f64))
             .collect();
-        if let Ok(g) = self.labelled.lock() {
-            values.extend(g.iter().map(|(k, v)| (k.clone(), *v as f64)));
-        }
+        values.extend(labelled.iter().map(|(k, v)| (k.clone(), *v as f64)));
+        drop(labelled);
         // One read of the buckets: the three quantiles describe the same values.
         let counts = self.latency.counts();
         if counts.iter().any(|n| *n > 0) {
@@ -227,6 +233,31 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_total_set_with_its_parts_is_read_with_them() {
+        let m = Metrics::new(&["lag"]);
+        let writer = {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for i in 0..200_000u64 {
+                    let parts = [("lag_p0".to_string(), i), ("lag_p1".to_string(), 2 * i)];
+                    m.set_with_parts("lag", 3 * i, "lag_p", parts);
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() || reads == 0 {
+            let v = m.snapshot().values;
+            let parts: f64 = ["lag_p0", "lag_p1"].iter().filter_map(|k| v.get(*k)).sum();
+            assert_eq!(
+                v["lag"], parts,
+                "a snapshot saw the total without its parts"
+            );
+            reads += 1;
+        }
+        writer.join().unwrap();
+    }
 
     #[test]
     fn a_difference_of_counts_has_only_the_values_since() {

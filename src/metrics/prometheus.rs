@@ -142,6 +142,8 @@ const LATENCY_BOUNDS_US: [u64; 14] = [
 
 /// The text exposition of `metrics` as `stage`'s families.
 pub fn render(stage: &Stage, metrics: &Metrics) -> String {
+    // One snapshot for the whole page: a total and its per-partition parts agree.
+    let values = metrics.snapshot().values;
     let mut out = String::with_capacity(4096);
     let _ = writeln!(
         out,
@@ -153,8 +155,8 @@ pub fn render(stage: &Stage, metrics: &Metrics) -> String {
         env!("CARGO_PKG_VERSION")
     );
     for f in stage.families.iter().filter(|f| metrics.has(f.key)) {
-        let value = metrics.get(f.key);
-        if f.kind == Kind::Timestamp && value == 0 {
+        let value = values.get(f.key).copied().unwrap_or(0.0);
+        if f.kind == Kind::Timestamp && value == 0.0 {
             continue;
         }
         let kind = if f.kind == Kind::Counter {
@@ -169,7 +171,7 @@ pub fn render(stage: &Stage, metrics: &Metrics) -> String {
             n = f.name,
             h = f.help
         );
-        let _ = writeln!(out, "{}{} {}", stage.prefix, f.name, value as f64 * f.scale);
+        let _ = writeln!(out, "{}{} {}", stage.prefix, f.name, value * f.scale);
     }
     if let Some((key, name, help)) = stage.per_partition {
         let _ = writeln!(
@@ -177,7 +179,11 @@ pub fn render(stage: &Stage, metrics: &Metrics) -> String {
             "# HELP {p}{name} {help}\n# TYPE {p}{name} gauge",
             p = stage.prefix
         );
-        for (partition, value) in metrics.labelled(key) {
+        let parts = values
+            .iter()
+            .filter(|(k, _)| !metrics.has(k))
+            .filter_map(|(k, v)| Some((k.strip_prefix(key)?, v)));
+        for (partition, value) in parts {
             let _ = writeln!(
                 out,
                 "{}{name}{{partition=\"{partition}\"}} {value}",
@@ -333,8 +339,9 @@ mod tests {
     #[test]
     fn partitions_are_labels() {
         let m = Metrics::new(crate::sink::COUNTERS);
-        m.set("lag", 12);
-        m.set_labelled(
+        m.set_with_parts(
+            "lag",
+            12,
             "lag_p",
             [("lag_p0".to_string(), 5), ("lag_p2".to_string(), 7)],
         );

@@ -524,7 +524,7 @@ impl Sink {
                 per_partition.push((format!("lag_p{p}"), behind as u64));
             }
         }
-        self.metrics.set("lag", lag as u64);
-        self.metrics.set_labelled("lag_p", per_partition);
+        self.metrics
+            .set_with_parts("lag", lag as u64, "lag_p", per_partition);
     }
 }

@@ -49,10 +49,19 @@ impl Metrics {
 
     /// Replaces every labelled gauge that starts with `prefix` by `values`.
     pub fn set_labelled(&self, prefix: &str, values: impl IntoIterator<Item = (String, u64)>) {
-        if let Ok(mut g) = self.labelled.lock() {
-            g.retain(|k, _| !k.starts_with(prefix));
-            g.extend(values);
-        }
+        drop(self.replace_labelled(prefix, values));
+    }
+
+    /// Replaces the labelled gauges under `prefix`; the lock stays held until the guard drops.
+    fn replace_labelled(
+        &self,
+        prefix: &str,
+        values: impl IntoIterator<Item = (String, u64)>,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        let mut g = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        g.retain(|k, _| !k.starts_with(prefix));
+        g.extend(values);
+        g
     }
 
     /// Sets gauge `name` and replaces the labelled gauges under `prefix` as one change: a
@@ -65,9 +74,7 @@ impl Metrics {
         prefix: &str,
         parts: impl IntoIterator<Item = (String, u64)>,
     ) {
-        let mut g = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
-        g.retain(|k, _| !k.starts_with(prefix));
-        g.extend(parts);
+        let _held = self.replace_labelled(prefix, parts);
         self.set(name, v);
     }
 

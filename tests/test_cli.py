@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from stockpipe.cli import build_parser
+from stockpipe.cli import NOT_READ_BY, build_parser
 from stockpipe.config import env_name, fields_of, flag_for
 
 from .conftest import cli
@@ -48,6 +48,7 @@ def test_stockpipe_entry_point_and_module_help() -> None:
 
 USES = {
     ("produce",): ["finnhub", "kafka", "producer"],
+    ("sink",): ["kafka", "sink", "s3"],
     ("simulate",): ["simulate"],
     ("dev", "up"): ["dev", "s3"],
 }
@@ -60,10 +61,23 @@ def test_every_setting_of_a_command_is_a_flag(command: tuple[str, ...]) -> None:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         parser = sub.choices[word]
     options = {o for a in parser._actions for o in a.option_strings}
+    not_read = NOT_READ_BY.get(command[0], set())
     for section in USES[command]:
         for f in fields_of(section):
+            if (section, f.name) in not_read:
+                assert flag_for(f) not in options, (command, section, f.name)
+                continue
             assert flag_for(f) in options, (command, section, f.name)
             assert env_name(section, f.name) in parser.format_help().replace("\n", "")
+
+
+def test_a_command_offers_no_flag_it_would_ignore() -> None:
+    assert "--group-id" not in cli("produce", "--help").stdout
+    assert "--quotes-topic" not in cli("sink", "--help").stdout
+    assert "--group-id" in cli("sink", "--help").stdout
+    assert "--quotes-topic" in cli("produce", "--help").stdout
+    done = cli("produce", "--group-id", "g", check=False)
+    assert done.returncode == 2 and "unrecognized arguments: --group-id g" in done.stderr
 
 
 def test_producer_flags_named_by_the_contract() -> None:

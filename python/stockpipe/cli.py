@@ -29,6 +29,14 @@ __all__ = ["main"]
 Handler = Callable[[argparse.Namespace, Config], int]
 log = logging.getLogger("stockpipe")
 
+NOT_READ_BY = {
+    "produce": {("kafka", "group_id")},
+    "sink": {("kafka", "quotes_topic")},
+}
+"""``[kafka]`` keys a command never reads, left out of its flags (they stay settable in the file and the
+environment, which the other command shares): the producer joins no consumer group, and the sink
+publishes no quotes."""
+
 
 def _add_sections(
     parser: argparse.ArgumentParser, sections: Sequence[str], *, skip: Collection[tuple[str, str]] = ()
@@ -115,11 +123,11 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_simulate)
 
     p = sub.add_parser("produce", help="Finnhub WebSocket → Kafka (same as python -m stockpipe.producer)")
-    _add_sections(p, ["finnhub", "kafka", "producer"])
+    _add_sections(p, ["finnhub", "kafka", "producer"], skip=NOT_READ_BY["produce"])
     p.set_defaults(handler=cmd_produce)
 
     p = sub.add_parser("sink", help="Kafka → S3 / files as JSONL batches (same as python -m stockpipe.consumer)")
-    _add_sections(p, ["kafka", "sink", "s3"])
+    _add_sections(p, ["kafka", "sink", "s3"], skip=NOT_READ_BY["sink"])
     p.set_defaults(handler=cmd_sink)
 
     text = "create the pipeline's topics where missing and show partitions and replication"

@@ -152,7 +152,7 @@ def test_lake_uris_that_name_a_bucket_or_a_path_are_accepted() -> None:
 
 
 def test_temporary_aws_credentials_keep_their_session_token() -> None:
-    from stockpipe.config import s3_client
+    from stockpipe.aws import s3_client
 
     env = {"AWS_ACCESS_KEY_ID": "ASIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "tok-123"}
     cfg = load_config(env=env, use_default_file=False)

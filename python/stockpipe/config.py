@@ -26,7 +26,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 from urllib.parse import urlsplit
 
 from stockpipe.exceptions import ConfigError
@@ -733,46 +733,3 @@ def local_lake_problem(uri: str) -> str | None:
     if os.path.isdir(root):
         return None
     return f"{root} is not a directory" if os.path.exists(root) else f"no such directory {root}"
-
-
-class AwsCredentials(TypedDict):
-    aws_access_key_id: str | None
-    aws_secret_access_key: str | None
-    aws_session_token: str | None
-
-
-def aws_credentials(cfg: Config) -> AwsCredentials:
-    """The configured key pair and session token, as boto3 clients take them (``None``: boto3's
-    default chain)."""
-    return AwsCredentials(
-        aws_access_key_id=cfg.s3.access_key_id,
-        aws_secret_access_key=cfg.s3.secret_access_key,
-        aws_session_token=cfg.s3.session_token,
-    )
-
-
-def s3_client(cfg: Config) -> Any:
-    """A boto3 S3 client for the ``[s3]`` settings (endpoint, region, keys, path-style)."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    return boto3.client(
-        "s3",
-        region_name=cfg.s3.region,
-        endpoint_url=cfg.s3.endpoint_url or None,
-        **aws_credentials(cfg),
-        config=BotoConfig(s3={"addressing_style": "path" if cfg.s3.force_path_style else "auto"}),
-    )
-
-
-NO_AWS_CREDENTIALS = (
-    "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or [s3] access_key_id and "
-    "secret_access_key), or AWS_PROFILE, or run where an IAM role applies"
-)
-
-
-def aws_error(e: Exception) -> str:
-    """One line for a botocore error, naming the fix when it is the missing credentials."""
-    from botocore.exceptions import NoCredentialsError
-
-    return NO_AWS_CREDENTIALS if isinstance(e, NoCredentialsError) else str(e)

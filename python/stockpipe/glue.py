@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from stockpipe import __version__, rules
-from stockpipe.config import Config, aws_credentials, aws_error, s3_client
+from stockpipe.aws import aws_credentials, aws_error, s3_client
+from stockpipe.config import Config
 from stockpipe.exceptions import ConfigError, StockpipeError
 
 log = logging.getLogger("stockpipe")

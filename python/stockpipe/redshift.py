@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from stockpipe.config import Config, aws_credentials, aws_error, s3_client
+from stockpipe.aws import aws_credentials, aws_error, s3_client
+from stockpipe.config import Config
 from stockpipe.exceptions import ConfigError, WarehouseError
 from stockpipe.queries import kind, load_statements
 from stockpipe.results import LoadStats, Result

@@ -31,14 +31,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from stockpipe import redshift, rules
+from stockpipe.aws import aws_error, s3_client
 from stockpipe.config import (
     LAKE_URI_EXPECTED,
     Config,
-    aws_error,
     is_lake_uri,
     load_config,
     local_lake_problem,
-    s3_client,
     warehouse_uri_problem,
 )
 from stockpipe.exceptions import ConfigError, WarehouseError

@@ -277,6 +277,7 @@ def test_config_show_is_a_config_file_that_loads_to_the_same_settings_without_it
         STOCKPIPE_SINK_GZIP="true",
     )
     shown = cli("config", "show", env=env).stdout
+    assert cli("config", env=env).stdout == shown  # show is the default action
     assert "; from env STOCKPIPE_SINK_BATCH_SIZE\nbatch_size = 7\n" in shown
     assert "; from env FINNHUB_API_KEY (a secret: not shown)\n; api_key = ***\n" in shown
     ini = write_ini(tmp_path / "config.ini", shown)

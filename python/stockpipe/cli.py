@@ -84,13 +84,14 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("config", help="show the effective configuration")
-    csub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    csub.required = True
-    show = csub.add_parser("show", help="print every setting (secrets redacted) and where it came from")
-    _add_sections(show, [])
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    show.set_defaults(handler=cmd_config_show)
+    text = "print every setting (secrets redacted) and where it came from"
+    p = sub.add_parser(
+        "config", help="show the effective configuration", description=text + ": a config.ini, or JSON with --json."
+    )
+    p.add_argument("action", nargs="?", choices=["show"], default="show", metavar="show", help=text + " (the default)")
+    _add_sections(p, [])
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_config_show)
 
     p = sub.add_parser("dev", help="a local stack of real Kafka and S3 servers")
     dsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from stockpipe.cli import NOT_READ_BY, build_parser
-from stockpipe.config import env_name, fields_of, flag_for
+from stockpipe.config import env_names, fields_of, flag_for
 
 from .conftest import cli
 
@@ -51,6 +51,7 @@ USES = {
     ("sink",): ["kafka", "sink", "s3"],
     ("simulate",): ["simulate"],
     ("dev", "up"): ["dev", "s3"],
+    ("etl",): ["transform", "s3"],
 }
 
 
@@ -68,7 +69,8 @@ def test_every_setting_of_a_command_is_a_flag(command: tuple[str, ...]) -> None:
                 assert flag_for(f) not in options, (command, section, f.name)
                 continue
             assert flag_for(f) in options, (command, section, f.name)
-            assert env_name(section, f.name) in parser.format_help().replace("\n", "")
+            for name in env_names(section, f.name):
+                assert name in parser.format_help().replace("\n", ""), (command, name)
 
 
 def test_a_command_offers_no_flag_it_would_ignore() -> None:

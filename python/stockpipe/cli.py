@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any
 
 from stockpipe import __version__
-from stockpipe.config import SECTIONS, Config, env_name, fields_of, flag_for, load_config
+from stockpipe.config import SECTIONS, Config, env_names, fields_of, flag_for, load_config
 from stockpipe.exceptions import ConfigError, IngestError, StockpipeError
 
 __all__ = ["main"]
@@ -50,7 +50,7 @@ def _add_sections(
         for f in fields_of(section):
             if (section, f.name) in skip:
                 continue
-            help_text = f"{f.metadata['help']} ({env_name(section, f.name)})"
+            help_text = f"{f.metadata['help']} (env {' or '.join(env_names(section, f.name))})"
             dest = f"{section}__{f.name}"
             kind = str(f.type)
             if kind.startswith("bool"):

@@ -68,7 +68,7 @@ def _cache_home() -> str:
 class FinnhubSettings:
     """``[finnhub]``: the market-data source."""
 
-    api_key: str | None = _opt(None, "Finnhub API key (also FINNHUB_API_KEY)", secret=True)
+    api_key: str | None = _opt(None, "Finnhub API key", secret=True)
     ws_url: str = _opt("wss://ws.finnhub.io", "WebSocket endpoint without credentials")
     rest_url: str = _opt("https://finnhub.io/api/v1", "REST base URL")
     symbols: list[str] = _opt(["AAPL", "MSFT", "AMZN", "BINANCE:BTCUSDT"], "symbols to subscribe, comma separated")
@@ -131,11 +131,9 @@ class S3Settings:
 
     endpoint_url: str | None = _opt(None, "S3-compatible endpoint (empty: AWS)", flag="--s3-endpoint-url")
     region: str = _opt("us-east-1", "AWS region", flag="--region")
-    access_key_id: str | None = _opt(None, "access key (also AWS_ACCESS_KEY_ID)", secret=True)
-    secret_access_key: str | None = _opt(None, "secret key (also AWS_SECRET_ACCESS_KEY)", secret=True)
-    session_token: str | None = _opt(
-        None, "session token of temporary credentials (also AWS_SESSION_TOKEN)", secret=True
-    )
+    access_key_id: str | None = _opt(None, "access key", secret=True)
+    secret_access_key: str | None = _opt(None, "secret key", secret=True)
+    session_token: str | None = _opt(None, "session token of temporary credentials", secret=True)
     force_path_style: bool = _opt(True, "path-style addressing (needed by most local servers)")
 
 
@@ -369,6 +367,12 @@ def flag_for(f: dataclasses.Field[Any]) -> str:
 
 def env_name(section: str, key: str) -> str:
     return f"STOCKPIPE_{section.upper()}_{key.upper()}"
+
+
+def env_names(section: str, key: str) -> list[str]:
+    """Every environment variable that sets ``[section] key``: its own, then the well-known aliases
+    (read first, so its own wins)."""
+    return [env_name(section, key), *(name for name, target in ALIASES.items() if target == (section, key))]
 
 
 def _type_name(f: dataclasses.Field[Any]) -> str:

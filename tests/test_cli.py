@@ -15,21 +15,18 @@ from stockpipe.config import env_names, fields_of, flag_for
 
 from .conftest import cli
 
-COMMANDS = [
-    [],
-    ["config"],
-    ["config", "show"],
-    ["dev"],
-    ["dev", "up"],
-    ["dev", "down"],
-    ["dev", "status"],
-    ["dev", "env"],
-    ["dev", "chaos"],
-    ["simulate"],
-    ["produce"],
-    ["topics"],
-    ["demo"],
-]
+
+def _commands(parser: argparse.ArgumentParser, words: list[str]) -> list[list[str]]:
+    found = [words]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for word, sub in action.choices.items():
+                found += _commands(sub, [*words, word])
+    return found
+
+
+COMMANDS = _commands(build_parser(), [])
+assert len(COMMANDS) > 15 and ["glue", "run"] in COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
@@ -71,6 +68,14 @@ def test_every_setting_of_a_command_is_a_flag(command: tuple[str, ...]) -> None:
             assert flag_for(f) in options, (command, section, f.name)
             for name in env_names(section, f.name):
                 assert name in parser.format_help().replace("\n", ""), (command, name)
+
+
+def test_a_flag_shows_its_default() -> None:
+    out = " ".join(cli("produce", "--help").stdout.split())
+    assert "trade topic (default stock-data; env STOCKPIPE_KAFKA_TOPIC)" in out
+    assert "idempotent producer (keep on) (default on; env STOCKPIPE_KAFKA_IDEMPOTENCE)" in out
+    assert "(default AAPL,MSFT,AMZN,BINANCE:BTCUSDT; env STOCKPIPE_FINNHUB_SYMBOLS)" in out
+    assert "Finnhub API key (env STOCKPIPE_FINNHUB_API_KEY or FINNHUB_API_KEY)" in out
 
 
 def test_a_command_offers_no_flag_it_would_ignore() -> None:

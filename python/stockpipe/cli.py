@@ -9,6 +9,7 @@ stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +39,18 @@ environment, which the other command shares): the producer joins no consumer gro
 publishes no quotes."""
 
 
+def _default_text(f: dataclasses.Field[Any]) -> str | None:
+    """A setting's built-in default as a flag's help shows it; None for secrets and empty values."""
+    if f.metadata["secret"]:
+        return None
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if value is None or value == "" or value == {} or value == []:
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
 def _add_sections(
     parser: argparse.ArgumentParser, sections: Sequence[str], *, skip: Collection[tuple[str, str]] = ()
 ) -> None:
@@ -50,7 +63,10 @@ def _add_sections(
         for f in fields_of(section):
             if (section, f.name) in skip:
                 continue
-            help_text = f"{f.metadata['help']} (env {' or '.join(env_names(section, f.name))})"
+            default = _default_text(f)
+            where = f"env {' or '.join(env_names(section, f.name))}"
+            help_text = f"{f.metadata['help']} ({'default ' + default + '; ' if default else ''}{where})"
+            help_text = help_text.replace("%", "%%")  # argparse formats help with %
             dest = f"{section}__{f.name}"
             kind = str(f.type)
             if kind.startswith("bool"):

@@ -72,7 +72,7 @@ class FinnhubSettings:
     ws_url: str = _opt("wss://ws.finnhub.io", "WebSocket endpoint without credentials")
     rest_url: str = _opt("https://finnhub.io/api/v1", "REST base URL")
     symbols: list[str] = _opt(["AAPL", "MSFT", "AMZN", "BINANCE:BTCUSDT"], "symbols to subscribe, comma separated")
-    max_symbols: int = _opt(50, "symbols one connection may subscribe (50 on the free plan)")
+    max_symbols: int = _opt(50, "symbols one connection may subscribe (the free plan allows 50)")
     backoff_initial_s: float = _opt(1.0, "first reconnect delay, seconds")
     backoff_max_s: float = _opt(60.0, "reconnect delay cap, seconds")
     stable_after_s: float = _opt(60.0, "a connection up this long resets the backoff")

@@ -22,8 +22,9 @@ from types import FrameType
 from typing import Any
 
 from stockpipe import __version__
-from stockpipe.config import SECTIONS, Config, env_names, fields_of, flag_for, load_config
+from stockpipe.config import Config, env_names, fields_of, flag_for, load_config
 from stockpipe.exceptions import ConfigError, IngestError, StockpipeError
+from stockpipe.settings import SECTIONS
 
 __all__ = ["main"]
 

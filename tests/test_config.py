@@ -112,6 +112,8 @@ def test_seed_layout_loads_and_finnhub_env_alias(tmp_path: Path) -> None:
         ),
         ({"STOCKPIPE_KAFKA_DLQ_TOPIC": ".."}, "[kafka] dlq_topic = '..'"),
         ({"STOCKPIPE_KAFKA_QUOTES_TOPIC": "q" * 250}, "[kafka] quotes_topic"),
+        ({"STOCKPIPE_WAREHOUSE_SCHEMA": "analytics; drop"}, "[warehouse] schema = 'analytics; drop'"),
+        ({"STOCKPIPE_WAREHOUSE_SCHEMA": "2024"}, "expected a schema name"),
     ],
 )
 def test_bad_values_name_key_and_source(env: dict[str, str], needle: str) -> None:

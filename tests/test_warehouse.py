@@ -415,6 +415,40 @@ def test_redshift_errors_name_the_fix() -> None:
     assert "***" in str(pytest.raises(ConfigError, warehouse._target, "redshift://u:secret@h/").value)
 
 
+def test_a_redshift_query_reads_stock_prices_from_the_schema_load_writes() -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    cfg = load_config(env={"STOCKPIPE_WAREHOUSE_SCHEMA": "analytics"}, use_default_file=False)
+    cfg.warehouse.poll_seconds = 0.0
+    client = boto3.client("redshift-data", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    where = {"WorkgroupName": "stockpipe-wg", "Database": "dev"}
+    sql = warehouse.analytics_sql("vwap")
+    with Stubber(client) as stub:
+        # Each Data API statement is a session of its own: the search path travels with the query.
+        sqls = ["SET search_path TO analytics, public", sql]
+        stub.add_response(
+            "batch_execute_statement", {"Id": "q1"}, {"Sqls": sqls, "StatementName": "stockpipe-query", **where}
+        )
+        stub.add_response("describe_statement", {"Id": "q1", "Status": "FINISHED"}, {"Id": "q1"})
+        record = [{"stringValue": "AAPL"}, {"doubleValue": 187.5}]
+        stub.add_response(
+            "get_statement_result",
+            {"Records": [record], "ColumnMetadata": [{"name": "symbol"}, {"name": "vwap"}]},
+            {"Id": "q1:2"},
+        )
+        res = warehouse.query("vwap", "redshift://stockpipe-wg/dev", config=cfg, redshift_data_client=client)
+        stub.assert_no_pending_responses()
+    assert (res.columns, res.rows) == (["symbol", "vwap"], [("AAPL", 187.5)])
+
+    cfg.warehouse.schema = "public"
+    with Stubber(client) as stub:
+        stub.add_response("execute_statement", {"Id": "q2"}, {"Sql": "SELECT 1", **where})
+        stub.add_response("describe_statement", {"Id": "q2", "Status": "FAILED", "Error": "boom"}, {"Id": "q2"})
+        with pytest.raises(WarehouseError, match=r"^Redshift query failed: boom$"):
+            warehouse.query("SELECT 1", "redshift://stockpipe-wg/dev", config=cfg, redshift_data_client=client)
+
+
 def test_a_day_and_a_first_day_exclude_each_other_in_the_api_too(tmp_path: Path) -> None:
     import stockpipe
 

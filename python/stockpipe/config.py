@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import stat
 import sys
 from collections.abc import Mapping
@@ -481,6 +482,9 @@ def validate(cfg: Config) -> None:
         _fail(cfg, "warehouse", "format", "expected table, csv or json")
     if problem := warehouse_uri_problem(cfg.warehouse.warehouse):
         _fail(cfg, "warehouse", "warehouse", problem)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,126}", cfg.warehouse.schema):
+        # Written into the load's and the queries' SQL: an unquoted Redshift identifier only.
+        _fail(cfg, "warehouse", "schema", "expected a schema name: letters, digits, _ or $, not starting with a digit")
     if cfg.transform.engine not in ("rust", "spark"):
         _fail(cfg, "transform", "engine", "expected rust or spark")
     lakes = [("sink", "output"), ("transform", "input"), ("transform", "output"), ("warehouse", "input")]

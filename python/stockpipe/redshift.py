@@ -97,6 +97,28 @@ def _load_direct(target: _Target, statements: list[str], kinds: list[str], schem
         con.close()
 
 
+def search_path(schema: str) -> str | None:
+    """The statement that makes an unqualified ``stock_prices`` the table ``load`` writes to
+    ``[warehouse] schema``; None for ``public``, where Redshift looks already."""
+    return None if schema.lower() == "public" else f"SET search_path TO {schema}, public"
+
+
+def query_direct(target: _Target, sql: str, schema: str) -> Result:
+    """Runs one query over a direct connection, ``stock_prices`` read from ``schema``."""
+    con = connect_direct(target)
+    try:
+        cur = con.cursor()
+        setup = search_path(schema)
+        if setup:
+            cur.execute(setup)
+        cur.execute(sql)
+        return Result([d[0] for d in cur.description or []], [tuple(r) for r in cur.fetchall()])
+    except Exception as e:  # noqa: BLE001 - any driver error becomes one line
+        raise WarehouseError(f"Redshift: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally:
+        con.close()
+
+
 def connect_direct(target: _Target) -> Any:
     try:
         import redshift_connector  # type: ignore[import-untyped]
@@ -154,7 +176,7 @@ class RedshiftData:
         out = self._call("batch_execute_statement", Sqls=statements, StatementName="stockpipe-load", **self._where())
         return str(out["Id"])
 
-    def wait(self, sid: str, status: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def wait(self, sid: str, status: Callable[[str], None] | None = None, what: str = "load") -> dict[str, Any]:
         """Follows the statement to its end; an interrupt cancels it (its transaction rolls back)."""
         started = time.monotonic()
         try:
@@ -171,7 +193,7 @@ class RedshiftData:
         if desc["Status"] != "FINISHED":
             failed = next((s for s in desc.get("SubStatements", []) if s.get("Status") == "FAILED"), desc)
             text = failed.get("QueryString", "")
-            msg = f"Redshift load {desc['Status'].lower()}: {failed.get('Error') or desc.get('Error', 'no message')}"
+            msg = f"Redshift {what} {desc['Status'].lower()}: {failed.get('Error') or desc.get('Error', 'no message')}"
             if text.upper().startswith("COPY"):
                 details = self.load_errors()
                 if details:
@@ -198,10 +220,17 @@ class RedshiftData:
             return []
         return [" | ".join("" if v is None else str(v) for v in r) for r in res.rows]
 
-    def run(self, sql: str) -> Result:
-        out = self._call("execute_statement", Sql=sql, **self._where())
-        self.wait(str(out["Id"]))
-        return self.result(str(out["Id"]))
+    def run(self, sql: str, schema: str = "public") -> Result:
+        """Runs one statement and returns its rows; ``stock_prices`` is read from ``schema``."""
+        setup = search_path(schema)
+        if setup is None:
+            out = self._call("execute_statement", Sql=sql, **self._where())
+            self.wait(str(out["Id"]), what="query")
+            return self.result(str(out["Id"]))
+        # A statement of the Data API is a session of its own: the search path goes with the query.
+        out = self._call("batch_execute_statement", Sqls=[setup, sql], StatementName="stockpipe-query", **self._where())
+        self.wait(str(out["Id"]), what="query")
+        return self.result(f"{out['Id']}:2")
 
     def result(self, sid: str) -> Result:
         columns: list[str] = []

@@ -273,8 +273,18 @@ def _local_copies(
 # ---------------------------------------------------------------- query
 
 
-def query(sql_or_name: str, warehouse: str | None = None, *, config: Config | None = None) -> Result:
-    """Runs an analytics query by name (see :data:`ANALYTICS`) or a Redshift-dialect SQL text."""
+def query(
+    sql_or_name: str,
+    warehouse: str | None = None,
+    *,
+    config: Config | None = None,
+    redshift_data_client: Any = None,
+) -> Result:
+    """Runs an analytics query by name (see :data:`ANALYTICS`) or a Redshift-dialect SQL text.
+
+    In Redshift, an unqualified ``stock_prices`` is the one ``load`` writes to ``[warehouse] schema``.
+    ``redshift_data_client`` is a boto3 ``redshift-data`` client to use (default: built from the config).
+    """
     if not sql_or_name.strip():
         raise ConfigError(f"no query given: expected SQL or one of {', '.join(ANALYTICS)}")
     cfg = config if config is not None else load_config()
@@ -296,11 +306,5 @@ def query(sql_or_name: str, warehouse: str | None = None, *, config: Config | No
         finally:
             con.close()
     if target.kind == "redshift-data":
-        return redshift.RedshiftData(cfg, target).run(text)
-    con = redshift.connect_direct(target)
-    try:
-        cur = con.cursor()
-        cur.execute(text)
-        return Result([d[0] for d in cur.description], [tuple(r) for r in cur.fetchall()])
-    finally:
-        con.close()
+        return redshift.RedshiftData(cfg, target, redshift_data_client).run(text, cfg.warehouse.schema)
+    return redshift.query_direct(target, text, cfg.warehouse.schema)

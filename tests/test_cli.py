@@ -49,6 +49,9 @@ USES = {
     ("simulate",): ["simulate"],
     ("dev", "up"): ["dev", "s3"],
     ("etl",): ["transform", "s3"],
+    ("topics",): ["kafka"],
+    ("load",): ["warehouse", "s3"],
+    ("query",): ["warehouse", "s3"],
 }
 
 

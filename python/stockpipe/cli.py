@@ -31,13 +31,18 @@ __all__ = ["main"]
 Handler = Callable[[argparse.Namespace, Config], int]
 log = logging.getLogger("stockpipe")
 
+_PRODUCING = {("kafka", k) for k in ("compression", "linger_ms", "batch_size_bytes", "idempotence")}
 NOT_READ_BY = {
     "produce": {("kafka", "group_id")},
     "sink": {("kafka", "quotes_topic")},
+    "topics": {("kafka", "group_id"), *_PRODUCING},
+    "load": {("warehouse", "format")},
+    "query": {("warehouse", "input"), ("warehouse", "iam_role"), ("s3", "endpoint_url"), ("s3", "force_path_style")},
 }
-"""``[kafka]`` keys a command never reads, left out of its flags (they stay settable in the file and the
-environment, which the other command shares): the producer joins no consumer group, and the sink
-publishes no quotes."""
+"""Settings of a section a command never reads, left out of its flags (they stay settable in the file and
+the environment, which the commands share): the producer joins no consumer group, the sink publishes no
+quotes (its dead letters do use the producer settings), creating topics produces nothing, a load prints no
+query result, and a query reads no files."""
 
 
 def _default_text(f: dataclasses.Field[Any]) -> str | None:
@@ -150,7 +155,7 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
 
     text = "create the pipeline's topics where missing and show partitions and replication"
     p = sub.add_parser("topics", help=text, description=text + " (an admin call: same security settings).")
-    _add_sections(p, ["kafka"])
+    _add_sections(p, ["kafka"], skip=NOT_READ_BY["topics"])
     p.set_defaults(handler=cmd_topics)
 
     text = "raw JSONL → Parquet with the shared cleaning rules (Rust engine, or the Glue job on Spark)"
@@ -167,7 +172,7 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
 
     text = "load processed.data/ Parquet into stock_prices (DuckDB by default, or Redshift); rerunnable"
     p = sub.add_parser("load", help=text, description=text)
-    _add_sections(p, ["warehouse", "s3"])
+    _add_sections(p, ["warehouse", "s3"], skip=NOT_READ_BY["load"])
     days = p.add_mutually_exclusive_group()
     days.add_argument("--date", metavar="YYYY-MM-DD", help="only this UTC day")
     days.add_argument("--since", metavar="YYYY-MM-DD", help="only this day and later ones")
@@ -180,7 +185,7 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     more = "DuckDB is opened read-only: statements that change it are refused (stockpipe load writes it)."
     p = sub.add_parser("query", help=text, description=f"{text}. {more}", epilog=f"queries: {', '.join(ANALYTICS)}")
     p.add_argument("sql", metavar="NAME|SQL", help="a query name (see below) or SQL text")
-    _add_sections(p, ["warehouse", "s3"])
+    _add_sections(p, ["warehouse", "s3"], skip=NOT_READ_BY["query"])
     p.set_defaults(handler=cmd_query)
 
     p = sub.add_parser("glue", help="AWS Glue: catalog tables and crawler, the transform job")

@@ -114,6 +114,7 @@ def test_seed_layout_loads_and_finnhub_env_alias(tmp_path: Path) -> None:
         ({"STOCKPIPE_KAFKA_QUOTES_TOPIC": "q" * 250}, "[kafka] quotes_topic"),
         ({"STOCKPIPE_WAREHOUSE_SCHEMA": "analytics; drop"}, "[warehouse] schema = 'analytics; drop'"),
         ({"STOCKPIPE_WAREHOUSE_SCHEMA": "2024"}, "expected a schema name"),
+        ({"STOCKPIPE_WAREHOUSE_WAREHOUSE": "redshift://wg/dev"}, "workgroup 'wg': a Redshift Serverless workgroup"),
     ],
 )
 def test_bad_values_name_key_and_source(env: dict[str, str], needle: str) -> None:

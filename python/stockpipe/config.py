@@ -503,9 +503,13 @@ def warehouse_uri_problem(uri: str) -> str | None:
         return None if uri[len("duckdb://") :] else "expected duckdb:///path/file.duckdb"
     if uri.startswith("redshift://"):
         u = urlsplit(uri)
-        if u.hostname and u.path.strip("/"):
-            return None
-        return "expected redshift://WORKGROUP/DATABASE or redshift://USER:PASSWORD@HOST:PORT/DATABASE"
+        if not (u.hostname and u.path.strip("/")):
+            return "expected redshift://WORKGROUP/DATABASE or redshift://USER:PASSWORD@HOST:PORT/DATABASE"
+        if u.username is None and not re.fullmatch(r"[a-z0-9-]{3,64}", u.hostname):
+            return (
+                f"workgroup {u.hostname!r}: a Redshift Serverless workgroup name is 3-64 lowercase letters, digits or -"
+            )
+        return None
     return "expected duckdb:///path or redshift://WORKGROUP/DATABASE"
 
 

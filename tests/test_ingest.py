@@ -479,13 +479,35 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_failed_start_ends_even_while_librdkafka_threads_are_logging() -> None:
+def test_a_failed_start_ends_even_while_librdkafka_threads_are_logging(stack: Stack) -> None:
     """librdkafka's threads log through Python: dropping the producer must not wait for them holding the GIL."""
+    # One bootstrap address answers (topics exist, the producer is made), the other refuses, and the
+    # producer connects to both at once (not sparsely): its thread for the second logs each failed
+    # connection while the feed refuses the key and the stage ends. Dropped holding the GIL, the
+    # producer would wait for that thread forever.
+    sim = Simulator("--symbols", "AAPL", "--token", "the-right-one", "--duration", "60")
+    bootstrap = f"{stack.bootstrap},127.0.0.1:1"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", SLOW_LOGGING, "produce", "--api-key", "wrong", "--bootstrap-servers", bootstrap,
+             "--librdkafka", "enable.sparse.connections=false", "--ws-url", sim.url, "--symbols", "AAPL",
+             "--duration", "20"],
+            env=stack.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        sim.stop()
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "slow: librdkafka: FAIL" in done.stderr  # the thread did log while the stage failed
+    assert "refused the API key (HTTP 401" in done.stderr.strip().splitlines()[-1]
+
+
+def test_unreachable_brokers_are_one_line_not_a_log_of_retries() -> None:
+    # The producer is made once the brokers answered: before, it logged every failed connection.
     done = subprocess.run(
-        [sys.executable, "-c", SLOW_LOGGING, "produce", "--api-key", "k", "--bootstrap-servers", "127.0.0.1:1",
-         "--ws-url", "ws://127.0.0.1:9/", "--duration", "3"],
+        [sys.executable, "-m", "stockpipe", "produce", "--api-key", "k", "--bootstrap-servers", "127.0.0.1:1",
+         "--ws-url", "ws://127.0.0.1:9/", "--duration", "3", "--status-interval", "0"],
         capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]
-    assert "slow:" in done.stderr  # the threads did log while the stage failed
-    assert "cannot reach 127.0.0.1:1" in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error: kafka: cannot reach 127.0.0.1:1: stopped before they answered" in lines[0], lines

@@ -14,17 +14,34 @@ use crate::source::simulator::{SimConfig, Simulator};
 use crate::source::{self, frame};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Drops a stage's producer with the GIL released and returns the records it still held.
-/// Dropping joins librdkafka's threads, and those log through Python's `logging` (taking the
-/// GIL): dropped while holding the GIL, a thread logging at that moment deadlocks the process.
-/// (Producers are made with the GIL released too: a failed creation tears its threads down.)
-fn release(py: Python<'_>, producer: Arc<TradeProducer>) -> i32 {
-    let unacked = producer.in_flight();
-    py.detach(move || drop(producer));
-    unacked
+/// A stage's producer, made once the brokers answered and the topics exist: one made before
+/// would log every failed connection to brokers that do not answer, before the one-line error.
+#[derive(Clone, Default)]
+struct Slot(Arc<Mutex<Option<Arc<TradeProducer>>>>);
+
+impl Slot {
+    fn fill(&self, producer: TradeProducer) -> Arc<TradeProducer> {
+        let producer = Arc::new(producer);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(producer.clone());
+        producer
+    }
+
+    /// Drops the producer with the GIL released and returns the records it still held.
+    /// Dropping joins librdkafka's threads, and those log through Python's `logging` (taking the
+    /// GIL): dropped while holding the GIL, a thread logging at that moment deadlocks the
+    /// process. (Producers are made with the GIL released too: a failed creation tears its
+    /// threads down.)
+    fn release(&self, py: Python<'_>) -> i32 {
+        let Some(producer) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return 0;
+        };
+        let unacked = producer.in_flight();
+        py.detach(move || drop(producer));
+        unacked
+    }
 }
 
 /// Checks the Finnhub settings that can be checked without connecting.
@@ -61,13 +78,15 @@ pub fn run_producer<'py>(
     let shutdown = shutdown_of(stop.as_ref());
     stop_after(&shutdown, duration_s)?;
     let flush = seconds("flush_timeout_s", flush_timeout_s)?;
-    let producer = py.detach(|| TradeProducer::new(&kcfg, metrics.clone()))?;
-    let producer = Arc::new(producer.stopping_on(&shutdown));
+    py.detach(|| TradeProducer::check(&kcfg))?;
+    let slot = Slot::default();
     let fut = {
-        let (producer, metrics, shutdown) = (producer.clone(), metrics.clone(), shutdown.clone());
+        let (slot, metrics, shutdown) = (slot.clone(), metrics.clone(), shutdown.clone());
         async move {
             let topics = vec![(kcfg.topic.clone(), 3), (kcfg.dlq_topic.clone(), 1)];
             ensure(&kcfg, &topics, Duration::from_secs(15), &shutdown).await?;
+            let producer =
+                slot.fill(TradeProducer::new(&kcfg, metrics.clone())?.stopping_on(&shutdown));
             let warm = producer.clone();
             let warm_up =
                 tokio::task::spawn_blocking(move || warm.warm_up(Duration::from_secs(10)));
@@ -83,7 +102,7 @@ pub fn run_producer<'py>(
         }
     };
     let stats = run_stage(py, fut, &shutdown, &metrics, status, status_every_s);
-    let unacked = release(py, producer);
+    let unacked = slot.release(py);
     let stats = stats?;
     stats.set_item("unacked", unacked)?;
     Ok(stats)
@@ -114,17 +133,18 @@ pub fn run_quotes<'py>(
     let _exporter = export("producer", metrics_address, &PRODUCER, &metrics)?;
     let shutdown = shutdown_of(stop.as_ref());
     stop_after(&shutdown, duration_s)?;
-    let producer = py.detach(|| TradeProducer::new(&kcfg, metrics.clone()))?;
-    let producer = Arc::new(
-        producer
-            .with_topic(&kcfg.quotes_topic)
-            .stopping_on(&shutdown),
-    );
+    py.detach(|| TradeProducer::check(&kcfg))?;
+    let slot = Slot::default();
     let fut = {
-        let (producer, metrics, shutdown) = (producer.clone(), metrics.clone(), shutdown.clone());
+        let (slot, metrics, shutdown) = (slot.clone(), metrics.clone(), shutdown.clone());
         async move {
             let topics = vec![(kcfg.quotes_topic.clone(), 3), (kcfg.dlq_topic.clone(), 1)];
             ensure(&kcfg, &topics, Duration::from_secs(15), &shutdown).await?;
+            let producer = slot.fill(
+                TradeProducer::new(&kcfg, metrics.clone())?
+                    .with_topic(&kcfg.quotes_topic)
+                    .stopping_on(&shutdown),
+            );
             let result =
                 source::quotes::run_quotes(&fcfg, producer.clone(), metrics, shutdown, max_quotes)
                     .await;
@@ -134,7 +154,7 @@ pub fn run_quotes<'py>(
         }
     };
     let stats = run_stage(py, fut, &shutdown, &metrics, status, status_every_s);
-    let unacked = release(py, producer);
+    let unacked = slot.release(py);
     let stats = stats?;
     stats.set_item("unacked", unacked)?;
     Ok(stats)

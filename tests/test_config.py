@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stockpipe.config import Config, SimulatorSettings, load_config
+from stockpipe.config import Config, load_config
 from stockpipe.exceptions import ConfigError
+from stockpipe.settings import SimulatorSettings
 
 from .conftest import cli
 

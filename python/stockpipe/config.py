@@ -46,20 +46,8 @@ from stockpipe.settings import (
     WarehouseSettings,
 )
 
-__all__ = [
-    "REDACTED",
-    "Config",
-    "DevSettings",
-    "FinnhubSettings",
-    "KafkaSettings",
-    "ProducerSettings",
-    "S3Settings",
-    "SimulatorSettings",
-    "SinkSettings",
-    "TransformSettings",
-    "WarehouseSettings",
-    "load_config",
-]
+__all__ = ["REDACTED", "Config", "load_config"]
+"""The settings of each section are in :mod:`stockpipe.settings` (also importable from here)."""
 
 REDACTED = "***"
 # Shorter values are not scrubbed from free text: replacing every "k" would mangle the message

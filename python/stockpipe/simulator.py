@@ -1,7 +1,7 @@
 """The local Finnhub-compatible server (``stockpipe simulate``), from Python.
 
 Example:
-    >>> from stockpipe.config import SimulatorSettings
+    >>> from stockpipe.settings import SimulatorSettings
     >>> from stockpipe.simulator import run_simulator
     >>> run_simulator(SimulatorSettings(port=0, duration_s=1.0))  # doctest: +SKIP
 """
@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from stockpipe.config import SimulatorSettings
+from stockpipe.settings import SimulatorSettings
 
 if TYPE_CHECKING:
     from stockpipe._native import StopHandle

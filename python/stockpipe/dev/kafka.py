@@ -14,10 +14,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from stockpipe.config import Config, DevSettings
+from stockpipe.config import Config
 from stockpipe.dev import procs, tls, tools
 from stockpipe.dev.layout import Layout
 from stockpipe.exceptions import DevStackError
+from stockpipe.settings import DevSettings
 
 Say = Callable[[str], None]
 BROKER_USER = "broker"

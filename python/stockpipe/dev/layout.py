@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stockpipe.config import DevSettings
+from stockpipe.settings import DevSettings
 
 STATE_FILE = "stack.json"
 

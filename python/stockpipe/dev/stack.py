@@ -16,10 +16,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from stockpipe.config import Config, DevSettings
+from stockpipe.config import Config
 from stockpipe.dev import kafka, procs, s3, tls
 from stockpipe.dev.layout import Layout
 from stockpipe.exceptions import DevStackError
+from stockpipe.settings import DevSettings
 
 Say = Callable[[str], None]
 

@@ -171,9 +171,9 @@ class RedshiftData:
     def _where(self) -> dict[str, str]:
         return {"WorkgroupName": self.target.workgroup, "Database": self.target.database}
 
-    def batch(self, statements: list[str]) -> str:
+    def batch(self, statements: list[str], name: str = "stockpipe-load") -> str:
         """Runs the statements as one transaction; returns the statement id."""
-        out = self._call("batch_execute_statement", Sqls=statements, StatementName="stockpipe-load", **self._where())
+        out = self._call("batch_execute_statement", Sqls=statements, StatementName=name, **self._where())
         return str(out["Id"])
 
     def wait(self, sid: str, status: Callable[[str], None] | None = None, what: str = "load") -> dict[str, Any]:
@@ -224,13 +224,13 @@ class RedshiftData:
         """Runs one statement and returns its rows; ``stock_prices`` is read from ``schema``."""
         setup = search_path(schema)
         if setup is None:
-            out = self._call("execute_statement", Sql=sql, **self._where())
-            self.wait(str(out["Id"]), what="query")
-            return self.result(str(out["Id"]))
-        # A statement of the Data API is a session of its own: the search path goes with the query.
-        out = self._call("batch_execute_statement", Sqls=[setup, sql], StatementName="stockpipe-query", **self._where())
-        self.wait(str(out["Id"]), what="query")
-        return self.result(f"{out['Id']}:2")
+            sid = rows = str(self._call("execute_statement", Sql=sql, **self._where())["Id"])
+        else:
+            # A statement of the Data API is a session of its own: the search path goes with the query.
+            sid = self.batch([setup, sql], name="stockpipe-query")
+            rows = f"{sid}:2"
+        self.wait(sid, what="query")
+        return self.result(rows)
 
     def result(self, sid: str) -> Result:
         columns: list[str] = []

@@ -32,17 +32,27 @@ Handler = Callable[[argparse.Namespace, Config], int]
 log = logging.getLogger("stockpipe")
 
 _PRODUCING = {("kafka", k) for k in ("compression", "linger_ms", "batch_size_bytes", "idempotence")}
+_GLUE_JOB = {("glue", k) for k in ("job_name", "glue_version", "worker_type", "workers", "source", "poll_seconds")}
+_GLUE_CATALOG = {("glue", k) for k in ("lake", "role", "database", "raw_table", "processed_table", "crawler")}
+_PARQUET = {("transform", k) for k in ("quarantine_prefix", "compression", "rows_per_file", "sse")}
 NOT_READ_BY = {
     "produce": {("kafka", "group_id")},
     "sink": {("kafka", "quotes_topic")},
     "topics": {("kafka", "group_id"), *_PRODUCING},
     "load": {("warehouse", "format")},
     "query": {("warehouse", "input"), ("warehouse", "iam_role"), ("s3", "endpoint_url"), ("s3", "force_path_style")},
+    "glue setup": {*_GLUE_JOB, ("transform", "input"), ("transform", "engine"), *_PARQUET},
+    "glue deploy": {("glue", "processed_table"), ("glue", "crawler"), ("glue", "poll_seconds")}
+    | {("transform", "input"), ("transform", "engine")},
+    "glue run": (_GLUE_JOB | _GLUE_CATALOG) - {("glue", "job_name"), ("glue", "poll_seconds")}
+    | {("s3", "endpoint_url"), ("s3", "region"), ("s3", "force_path_style")},
 }
 """Settings of a section a command never reads, left out of its flags (they stay settable in the file and
 the environment, which the commands share): the producer joins no consumer group, the sink publishes no
 quotes (its dead letters do use the producer settings), creating topics produces nothing, a load prints no
-query result, and a query reads no files."""
+query result, and a query reads no files. Of Glue, ``setup`` makes the catalog and crawler, ``deploy`` the
+job (its arguments carry the Parquet settings), and ``run`` starts the deployed job by name (the keys are
+the ones its Glue client signs with)."""
 
 
 def _default_text(f: dataclasses.Field[Any]) -> str | None:
@@ -197,7 +207,8 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
         ("run", cmd_glue_run, "start the Glue job and follow its state until it ends"),
     ]:
         d = gsub.add_parser(name, help=text, description=text)
-        _add_sections(d, ["glue", "transform", "s3"])
+        sections = ["glue", "s3"] if name == "run" else ["glue", "transform", "s3"]
+        _add_sections(d, sections, skip=NOT_READ_BY[f"glue {name}"])
         if name == "run":
             d.add_argument("--no-wait", action="store_true", help="return once the run has started")
         d.set_defaults(handler=handler)

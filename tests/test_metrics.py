@@ -96,6 +96,7 @@ def test_producer_and_sink_serve_their_counters_while_they_run(stack: Stack, tmp
     last = producer[-1]
     assert last["stockpipe_producer_frames_total"] > 0 and last['stockpipe_build_info{version="0.1.0"}'] == 1
     assert time.time() - 60 < last["stockpipe_producer_last_ack_timestamp_seconds"] <= time.time()
+    assert last["stockpipe_producer_kafka_ready"] == 1
     # The acknowledgement latency is a histogram: cumulative buckets ending in +Inf = count.
     buckets = sorted(
         (float(k.split('le="')[1].rstrip('"}')), v)

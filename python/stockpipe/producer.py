@@ -108,7 +108,12 @@ def interval_p99(now: Mapping[str, float]) -> str:
     return f"{p99:6.1f} ms" if p99 is not None else f"{'-':>6} ms"
 
 
+WAITING_FOR_KAFKA = "waiting for Kafka: the brokers have not answered yet, or the topics are being checked"
+
+
 def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
+    if not now.get("kafka_ready", 1):
+        return WAITING_FOR_KAFKA
     return (
         f"frames/s {rate(now, prev, 'frames', dt):8.0f} | trades/s {rate(now, prev, 'trades', dt):9.0f} | "
         f"acked {now.get('acked', 0):10.0f} | DLQ {now.get('dlq', 0):6.0f} | "
@@ -117,6 +122,8 @@ def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float
 
 
 def format_quotes_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
+    if not now.get("kafka_ready", 1):
+        return WAITING_FOR_KAFKA
     return (
         f"requests/s {rate(now, prev, 'quote_requests', dt):6.1f} | quotes {now.get('trades', 0):8.0f} | "
         f"acked {now.get('acked', 0):8.0f} | unchanged {now.get('unchanged', 0):6.0f} | "

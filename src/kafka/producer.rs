@@ -26,6 +26,8 @@ pub const COUNTERS: &[&str] = &[
     "queue_full_waits",
     "unqueued_at_stop",
     "last_ack_unix_us",
+    // 1 once the brokers answered and the topics exist (the producer is made then).
+    "kafka_ready",
 ];
 
 /// How long a record still waits for room in the queue after a stop was requested (Ctrl-C with

@@ -101,6 +101,7 @@ pub static PRODUCER: Stage = Stage {
         counter("unknown_symbols", "unknown_symbols_total", "quotes for symbols the source does not know"),
         counter("unchanged", "unchanged_total", "quotes not published: unchanged since the last"),
         counter("http_errors", "http_errors_total", "failed REST requests"),
+        gauge("kafka_ready", "kafka_ready", 1.0, "1 once the brokers answered and the topics exist"),
         unix_us("first_frame_unix_us", "first_frame_timestamp_seconds", "when the first frame arrived"),
         unix_us("last_ack_unix_us", "last_ack_timestamp_seconds", "when Kafka last acknowledged a record"),
     ],
@@ -321,6 +322,7 @@ mod tests {
         let text = render(&PRODUCER, &m);
         assert!(text.contains("# TYPE stockpipe_producer_records_acked_total counter\n"));
         assert!(text.contains("\nstockpipe_producer_records_acked_total 41\n"));
+        assert!(text.contains("\nstockpipe_producer_kafka_ready 0\n"));
         assert!(
             !text.contains("quote_requests"),
             "quotes families only in quotes mode"

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from stockpipe._status import WAITING_FOR_KAFKA
 from stockpipe.cli import NOT_READ_BY, build_parser
 from stockpipe.config import env_names, fields_of, flag_for
 
@@ -186,6 +187,9 @@ def test_a_stop_is_not_held_up_by_brokers_that_do_not_answer(args: list[str], tm
     last = err.strip().splitlines()[-1]
     assert f"error: kafka: cannot reach 127.0.0.1:{port}: stopped before they answered (" in last, err
     assert "Connection refused" in last, err
+    if args[0] != "topics":  # the status lines say what the run waited for, not rows of zero rates
+        status = [line for line in err.strip().splitlines()[:-1] if "WARNING" not in line]  # the interrupt's
+        assert len(status) >= 2 and set(status) == {WAITING_FOR_KAFKA}, err
 
 
 def test_an_empty_input_is_named_not_only_counted(tmp_path: object) -> None:

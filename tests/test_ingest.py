@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from stockpipe import Producer, load_config
+from stockpipe._status import WAITING_FOR_KAFKA
 from stockpipe.exceptions import AuthenticationError, ConfigError
-from stockpipe.producer import WAITING_FOR_KAFKA
 
 from .conftest import Stack, consume_all, unique_topic
 from .ingest_helpers import SYMBOLS20, Simulator, by_symbol_from_kafka, by_symbol_from_ledger, producer_cmd, read_ledger

@@ -9,6 +9,9 @@ from typing import TextIO
 
 Formatter = Callable[[Mapping[str, float], Mapping[str, float], float], str]
 
+WAITING_FOR_KAFKA = "waiting for Kafka: the brokers have not answered yet, or the topics are being checked"
+"""The status line of a producer or a sink until its ``kafka_ready`` gauge is set."""
+
 
 class StatusLine:
     """Prints a status line each report: redrawn in place on a terminal, one line per report otherwise.

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from stockpipe._runs import Stoppable
-from stockpipe._status import rate
+from stockpipe._status import WAITING_FOR_KAFKA, rate
 from stockpipe.config import Config
 
 __all__ = ["Producer", "ProducerStats", "main"]
@@ -106,9 +106,6 @@ def interval_p99(now: Mapping[str, float]) -> str:
     """The p99 latency of the acknowledgements since the previous status line, ``-`` when none came."""
     p99 = now.get("latency_p99_interval_ms")
     return f"{p99:6.1f} ms" if p99 is not None else f"{'-':>6} ms"
-
-
-WAITING_FOR_KAFKA = "waiting for Kafka: the brokers have not answered yet, or the topics are being checked"
 
 
 def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:

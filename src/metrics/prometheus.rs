@@ -126,6 +126,7 @@ pub static SINK: Stage = Stage {
         counter("kafka_errors", "kafka_errors_total", "errors reported by the Kafka client"),
         counter("commits", "commits_total", "offset commits"),
         gauge("partitions", "partitions_assigned", 1.0, "partitions assigned to this sink"),
+        gauge("kafka_ready", "kafka_ready", 1.0, "1 once the brokers answered"),
         gauge("lag", "lag_records", 1.0, "records in Kafka not yet written"),
         gauge("buffered", "buffered_records", 1.0, "records read and not yet written"),
         gauge("oldest_buffered_ms", "oldest_buffered_seconds", 1e-3, "age of the oldest buffered record"),

@@ -63,6 +63,7 @@ pub fn run_sink(
         Duration::from_secs(30),
         &shutdown,
     ))?;
+    metrics.set("kafka_ready", 1);
     // A sink may start before its producer; a topic that never appears is more likely a typo.
     let exists = crate::kafka::topic_exists(kcfg, &kcfg.topic, Duration::from_secs(10));
     if let Some(Ok(false)) = rt.block_on(shutdown.or(exists)) {

@@ -34,6 +34,8 @@ pub const COUNTERS: &[&str] = &[
     "lag",
     "oldest_buffered_ms",
     "buffered",
+    // 1 once the brokers answered (and the dead-letter topic exists).
+    "kafka_ready",
 ];
 
 #[derive(Debug, thiserror::Error)]

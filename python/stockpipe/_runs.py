@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from stockpipe.config import Config, validate
+from stockpipe.checks import validate
+from stockpipe.config import Config
 
 if TYPE_CHECKING:
     from stockpipe._native import StopHandle

@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from stockpipe import rules
-from stockpipe.config import LAKE_URI_EXPECTED, Config, is_lake_uri, load_config, local_lake_problem
+from stockpipe.config import Config, load_config
 from stockpipe.exceptions import ConfigError
+from stockpipe.uris import LAKE_URI_EXPECTED, is_lake_uri, local_lake_problem
 
 __all__ = ["TransformStats", "format_spark_status", "format_status", "main", "transform"]
 

@@ -32,17 +32,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from stockpipe import redshift, rules
 from stockpipe.aws import aws_error, s3_client
-from stockpipe.config import (
-    LAKE_URI_EXPECTED,
-    Config,
-    is_lake_uri,
-    load_config,
-    local_lake_problem,
-    warehouse_uri_problem,
-)
+from stockpipe.config import Config, load_config
 from stockpipe.exceptions import ConfigError, WarehouseError
 from stockpipe.queries import ANALYTICS, SQL_DIR, analytics_sql, kind, load_statements, transpile
 from stockpipe.results import LoadStats, Result
+from stockpipe.uris import LAKE_URI_EXPECTED, is_lake_uri, local_lake_problem, warehouse_uri_problem
 
 __all__ = [
     "ANALYTICS",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stockpipe import load_config
-from stockpipe.dev import chaos, faults
+from stockpipe.dev import audit, chaos, faults
 
 from .conftest import PORT_OFFSET
 
@@ -57,7 +57,7 @@ def test_scenario(suite: chaos.Chaos, scenario: faults.Scenario) -> None:
     result = chaos.run_scenario(suite, scenario, say=lambda _m: None)
     assert result.sent > 0 and result.in_s3 > 0
     if scenario.control:
-        assert not result.gates_hold, "the control run held the gates: the checker is blind\n" + chaos.table([result])
+        assert not result.gates_hold, "the control run held the gates: the checker is blind\n" + audit.table([result])
     else:
-        assert result.gates_hold, chaos.table([result]) + result.note
-        assert result.acked == result.sent or scenario.name.startswith("producer-"), chaos.table([result])
+        assert result.gates_hold, audit.table([result]) + result.note
+        assert result.acked == result.sent or scenario.name.startswith("producer-"), audit.table([result])

@@ -341,7 +341,7 @@ def cmd_dev_chaos(args: argparse.Namespace, cfg: Config) -> int:
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from stockpipe.dev import chaos
+    from stockpipe.dev import audit, chaos
 
     if args.list:
         for name, what in chaos.scenario_names():
@@ -357,9 +357,9 @@ def cmd_dev_chaos(args: argparse.Namespace, cfg: Config) -> int:
     dev.brokers = 3
     started = time.monotonic()
     results = chaos.run(cfg, args.scenario, say=lambda m: print(m, file=sys.stderr, flush=True))
-    table = chaos.table(results)
+    table = audit.table(results)
     if args.json:
-        print(json.dumps(chaos.as_dicts(results), indent=2))
+        print(json.dumps(audit.as_dicts(results), indent=2))
     else:
         print(table)
     if args.out:

@@ -15,20 +15,15 @@ both replicas lost): a checker that cannot see loss and duplicates would pass th
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import itertools
 import json
 import os
 import random
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,110 +31,15 @@ from typing import Any
 
 from stockpipe.config import Config
 from stockpipe.dev import stack
+from stockpipe.dev.audit import Result, check, identity, read_ledger, table
 from stockpipe.dev.faults import SCENARIOS, FaultProxy, Scenario
+from stockpipe.dev.watch import Proc, first_notice, progress_after
 from stockpipe.exceptions import DevStackError
 
 Say = Callable[[str], None]
 SYMBOLS = "AAPL,MSFT,AMZN,NVDA,TSLA,BINANCE:BTCUSDT,OANDA:EUR_USD,IC MARKETS:1"
 #: A killed sink's partitions move on after 6 s instead of 45 s.
 SINK_LIBRDKAFKA = "session.timeout.ms=6000,heartbeat.interval.ms=1000"
-_STATUS = re.compile(r"frames/s|records/s")
-_NOTICE = re.compile(
-    r"WARNING|ERROR|reconnect|rebalanc|assign|revok|retr(y|ies)|pause|disconnect|timed out|refused|"
-    r"down|not leader|SlowDown|503|unavailable",
-    re.IGNORECASE,
-)
-
-
-class Proc:
-    """A pipeline process whose output lines are kept with the time they arrived."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.popen = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-        )
-        self.lines: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-        self._readers = [
-            threading.Thread(target=self._read, args=(stream,), daemon=True)
-            for stream in (self.popen.stdout, self.popen.stderr)
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            with self._lock:
-                self.lines.append((time.monotonic(), line.rstrip("\n")))
-
-    def snapshot(self) -> list[tuple[float, str]]:
-        with self._lock:
-            return list(self.lines)
-
-    def signal(self, sig: int) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, sig)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            code = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            code = self.popen.wait(10)
-        for reader in self._readers:
-            reader.join(5)
-        return code
-
-    def stop(self, timeout: float = 60) -> int:
-        self.signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def kill(self) -> int:
-        """kill -9, then reaps it."""
-        self.signal(signal.SIGKILL)
-        return self.wait(10)
-
-    def counter(self, key: str) -> list[tuple[float, float]]:
-        """``(time, value)`` of ``key N`` in each status line."""
-        pattern = re.compile(rf"{key}\s+([0-9.]+)")
-        out = []
-        for at, line in self.snapshot():
-            m = pattern.search(line) if _STATUS.search(line) or key == "acked" else None
-            if m:
-                out.append((at, float(m.group(1))))
-        return out
-
-    def tail(self, n: int = 15) -> str:
-        return "\n".join(line for _, line in self.snapshot()[-n:])
-
-
-@dataclass
-class Result:
-    """One scenario's counts, checked record by record."""
-
-    scenario: str
-    control: bool
-    sent: int = 0
-    acked: int = 0
-    in_kafka: int = 0
-    in_s3: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    reordered: int = 0
-    detect_s: float | None = None
-    recover_s: float | None = None
-    note: str = ""
-    seconds: float = 0.0
-
-    @property
-    def gates_hold(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.reordered == 0
-
-    @property
-    def ok(self) -> bool:
-        """A normal scenario must hold the gates; a control run must break them."""
-        return self.gates_hold != self.control
 
 
 @dataclass
@@ -304,7 +204,7 @@ class Chaos:
             STOCKPIPE_KAFKA_GROUP_ID=run.group,
             STOCKPIPE_KAFKA_LIBRDKAFKA=SINK_LIBRDKAFKA,
             STOCKPIPE_SINK_OUTPUT=f"s3://{self.state['bucket']}/{run.prefix}",
-            STOCKPIPE_SINK_STATUS_INTERVAL="0.5",
+            STOCKPIPE_SINKSTATUS_INTERVAL="0.5",
             STOCKPIPE_S3_ENDPOINT_URL=run.s3_endpoint or self.env["STOCKPIPE_S3_ENDPOINT_URL"],
         )
         return Proc(f"sink-{len(run.sinks) + 1}", [sys.executable, "-m", "stockpipe.consumer", "-v"], env)
@@ -365,7 +265,7 @@ class Chaos:
             batch = consumer.consume(10_000, 0.5)
             for m in batch:
                 if m.error() is None:
-                    out.append(_identity(json.loads(m.value() or b"{}", parse_float=str, parse_int=str)))
+                    out.append(identity(json.loads(m.value() or b"{}", parse_float=str, parse_int=str)))
             if batch:
                 idle = time.monotonic()
         consumer.close()
@@ -381,78 +281,8 @@ class Chaos:
                 body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
                 for line in body.splitlines():
                     rec = json.loads(line, parse_float=str, parse_int=str)
-                    out.append((int(rec["kafka_partition"]), int(rec["kafka_offset"]), _identity(rec)))
+                    out.append((int(rec["kafka_partition"]), int(rec["kafka_offset"]), identity(rec)))
         return out
-
-
-def _identity(rec: dict[str, Any]) -> tuple[str, str, str, int]:
-    return (str(rec["symbol"]), str(rec["price"]), str(rec["volume"]), int(rec["trade_ts"]))
-
-
-def _read_ledger(path: Path) -> list[tuple[str, str, str, int]]:
-    with open(path) as handle:
-        return [_identity(json.loads(line)) for line in handle if line.strip()]
-
-
-def check(
-    sent: list[tuple[str, str, str, int]],
-    acked: int,
-    in_kafka: list[tuple[str, str, str, int]],
-    in_s3: list[tuple[int, int, tuple[str, str, str, int]]],
-) -> dict[str, int]:
-    """Counts loss, duplicates and reordering of S3's records against the ledger."""
-    want = Counter(sent)
-    got = Counter(trade for _, _, trade in in_s3)
-    matched = sum(min(n, got[t]) for t, n in want.items())
-    offsets = Counter((p, o) for p, o, _ in in_s3)
-    duplicated = sum(max(0, n - want[t]) for t, n in got.items()) + sum(n - 1 for n in offsets.values() if n > 1)
-    # Each S3 record takes the first unused ledger position of its trade; per symbol, in offset
-    # order, positions must rise.
-    positions: dict[tuple[str, str, str, int], list[int]] = defaultdict(list)
-    for i, t in enumerate(sent):
-        positions[t].append(i)
-    used: Counter[tuple[str, str, str, int]] = Counter()
-    by_symbol: dict[str, list[int]] = defaultdict(list)
-    for _, _, t in sorted(set(in_s3)):
-        k = used[t]
-        used[t] += 1
-        if k < len(positions[t]):
-            by_symbol[t[0]].append(positions[t][k])
-    reordered = sum(1 for seq in by_symbol.values() for a, b in itertools.pairwise(seq) if b < a)
-    return {
-        "sent": len(sent),
-        "in_kafka": len(in_kafka),
-        "in_s3": len(in_s3),
-        "lost": max(0, acked - matched),
-        "duplicated": duplicated,
-        "reordered": reordered,
-    }
-
-
-def _first_notice(procs: list[Proc], after: float, until: float) -> float | None:
-    """Seconds from ``after`` until a process logged something about the fault (None: nothing
-    logged it before ``until``; the clients retried silently)."""
-    noticed = [
-        at
-        for p in procs
-        for at, line in p.snapshot()
-        if after <= at <= until and not _STATUS.search(line) and _NOTICE.search(line)
-    ]
-    return min(noticed) - after if noticed else None
-
-
-def _progress_after(procs: list[Proc], key: str, after: float) -> float | None:
-    """When any of ``procs`` first reported ``key`` above its value at ``after``."""
-    best = None
-    for p in procs:
-        before = 0.0
-        for at, value in p.counter(key):
-            if at <= after:
-                before = value
-            elif value > before:
-                best = at if best is None else min(best, at)
-                break
-    return best
 
 
 def run_scenario(chaos: Chaos, sc: Scenario, say: Say) -> Result:
@@ -499,16 +329,16 @@ def run_scenario(chaos: Chaos, sc: Scenario, say: Say) -> Result:
     for p in [sim, *run.producers, *run.sinks]:
         (logs / f"{p.name}.log").write_text("\n".join(f"{at - started:8.2f} {line}" for at, line in p.snapshot()))
     acked = _acked(run)
-    counts = check(_read_ledger(ledger), acked, chaos.kafka_records(topic), chaos.s3_records(run.prefix))
+    counts = check(read_ledger(ledger), acked, chaos.kafka_records(topic), chaos.s3_records(run.prefix))
     result = Result(scenario=sc.name, control=sc.control, acked=acked, note=run.note.strip("; "), **counts)
     if run.fault_start is not None:
         until = (run.fault_end or run.fault_start) + 10
-        result.detect_s = _first_notice([*run.producers, *run.sinks], run.fault_start, until)
+        result.detect_s = first_notice([*run.producers, *run.sinks], run.fault_start, until)
     if run.fault_end is not None:
         # Flowing again = a producer acked and a sink wrote an object after the fault ended.
         marks = [
-            _progress_after(run.producers, "acked", run.fault_end),
-            _progress_after(run.sinks, "objects", run.fault_end),
+            progress_after(run.producers, "acked", run.fault_end),
+            progress_after(run.sinks, "objects", run.fault_end),
         ]
         if all(m is not None for m in marks):
             result.recover_s = max(m for m in marks if m is not None) - run.fault_end
@@ -529,29 +359,6 @@ def _acked(run: Run) -> int:
             values = p.counter("acked")
             total += int(values[-1][1]) if values else 0
     return total + run.acked_floor
-
-
-def table(results: list[Result]) -> str:
-    head = (
-        "| scenario | sent | acked | in Kafka | in S3 | lost | duplicated | reordered | detect s | recover s "
-        "| gates |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
-    )
-    rows = []
-    for r in results:
-
-        def secs(v: float | None) -> str:
-            return "-" if v is None else f"{v:.1f}"
-
-        if r.control:
-            verdict = "fail (expected: control)" if not r.gates_hold else "**PASS: control did not fail**"
-        else:
-            verdict = "hold" if r.gates_hold else "**FAIL**"
-        rows.append(
-            f"| {r.scenario} | {r.sent} | {r.acked} | {r.in_kafka} | {r.in_s3} | {r.lost} | {r.duplicated} | "
-            f"{r.reordered} | {secs(r.detect_s)} | {secs(r.recover_s)} | {verdict} |"
-        )
-    return head + "\n".join(rows) + "\n"
 
 
 def run(
@@ -585,7 +392,3 @@ def run(
 def scenario_names() -> Iterator[tuple[str, str]]:
     for s in SCENARIOS:
         yield s.name, s.what
-
-
-def as_dicts(results: list[Result]) -> list[dict[str, Any]]:
-    return [dict(dataclasses.asdict(r), gates_hold=r.gates_hold, ok=r.ok) for r in results]

@@ -9,9 +9,11 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from stockpipe import __version__
+from stockpipe._status import Formatter
 from stockpipe.config import Config
 from stockpipe.exceptions import ConfigError, IngestError
 
@@ -140,9 +142,25 @@ def cmd_simulate(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _announce_metrics(stage: str, address: str | None) -> None:
+class _Summarised(Protocol):
+    def summary(self) -> str: ...
+
+
+S = TypeVar("S", bound=_Summarised)
+
+
+def _streaming(stage: str, interval: float, fmt: Formatter, address: str | None, run: Callable[..., S]) -> S:
+    """Runs a long-lived stage (``run(status=...)``) with its status line; says where its metrics
+    are served, and prints its summary once it ends."""
+    status = StatusLineFor(interval, fmt)
     if address:
         print(f"{stage}: Prometheus metrics at http://{address}/metrics while running", file=sys.stderr)
+    try:
+        stats = run(status=status.callback)
+    finally:
+        status.close()
+    print(f"{stage}: {stats.summary()}", file=sys.stderr)
+    return stats
 
 
 def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
@@ -150,13 +168,8 @@ def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
 
     _explain_missing_key(cfg)
     line = format_quotes_status if cfg.producer.mode == "quotes" else format_status
-    status = StatusLineFor(cfg.producer.status_interval, line)
-    _announce_metrics("producer", cfg.producer.metrics_address)
-    try:
-        stats = Producer(cfg).run(status=status.callback)
-    finally:
-        status.close()
-    print(f"producer: {stats.summary()}", file=sys.stderr)
+    p = cfg.producer
+    stats = _streaming("producer", p.status_interval, line, p.metrics_address, Producer(cfg).run)
     if stats.mode == "ws" and stats.connections == 0 and not stats.interrupted:
         # A bounded run that never reached the feed did nothing: a scheduled job must see it fail.
         raise IngestError(
@@ -174,13 +187,7 @@ def cmd_produce(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_sink(args: argparse.Namespace, cfg: Config) -> int:
     from stockpipe.consumer import Sink, format_status
 
-    status = StatusLineFor(cfg.sink.status_interval, format_status)
-    _announce_metrics("sink", cfg.sink.metrics_address)
-    try:
-        stats = Sink(cfg).run(status=status.callback)
-    finally:
-        status.close()
-    print(f"sink: {stats.summary()}", file=sys.stderr)
+    stats = _streaming("sink", cfg.sink.status_interval, format_status, cfg.sink.metrics_address, Sink(cfg).run)
     return 1 if stats.unwritten else 0
 
 

@@ -19,14 +19,8 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
 HERE = Path(__file__).resolve().parent
-
-
 PY = sys.executable
-
-
 SYMBOLS = "AAPL,MSFT,AMZN,NVDA,TSLA,META,GOOG,BINANCE:BTCUSDT"
 
 

@@ -14,6 +14,9 @@ from typing import Any
 from harness import HERE, PY, Row, measure
 from services import aws_env, example_binary, fill_topic
 
+#: PUTs in flight of the S3 server reference rows, as many as the sink's run writes at a time.
+FLOOR_IN_FLIGHT = 16
+
 
 def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, big_batch: int) -> list[Row]:
     """The seed's policy over ``n`` records; large batches over ``big_n`` (a busy window long enough
@@ -99,6 +102,3 @@ def bench_kafka_to_s3(state: dict[str, Any], n: int, big_n: int, rounds: int, bi
         print(f"  {name}: {row.runs[-1].out}", file=sys.stderr)
     refs.append(row)
     return [*rows.values(), *refs]
-
-
-FLOOR_IN_FLIGHT = 16

@@ -78,7 +78,7 @@ def test_rules_import_and_work_without_the_native_extension(tmp_path: Path) -> N
     code = (
         "import importlib.util, sys\n"
         "assert importlib.util.find_spec('stockpipe._native') is None\n"
-        "import stockpipe.rules as r, stockpipe.spark_etl, stockpipe.glue\n"
+        "import stockpipe.rules as r, stockpipe.spark_etl, stockpipe.spark_local, stockpipe.glue\n"
         'row = r.clean_line(b\'{"symbol":"aapl","price":129.575,"trade_ts":1672348887785,'
         '"kafka_partition":0,"kafka_offset":1}\')\n'
         "print(row.symbol, row.price, r.clean_line('[1]').reason)\n"
@@ -225,7 +225,7 @@ def test_a_million_raw_records_through_the_rust_engine(tmp_path: Path) -> None:
 def spark_read_count(path: Path) -> int:
     code = (
         "import sys\n"
-        "from stockpipe.spark_etl import local_session\n"
+        "from stockpipe.spark_local import local_session\n"
         "s = local_session('read-check')\n"
         f"df = s.read.parquet('file://{path}')\n"
         "types = [df.schema[c].dataType.simpleString() for c in ('price', 'trade_ts')]\n"
@@ -534,7 +534,7 @@ def test_glue_setup_deploy_run_twice(stack: Stack, aws_emulator: str, tmp_path: 
     assert script["Body"].read() == (ROOT / "glue/stockpipe_etl.py").read_bytes()
     lib_key = args["--extra-py-files"].split(f"s3://{bucket}/", 1)[1]
     names = zipfile.ZipFile(io_bytes(s3.get_object(Bucket=bucket, Key=lib_key)["Body"].read())).namelist()
-    assert "stockpipe/rules.py" in names and "stockpipe/spark_etl.py" in names
+    assert {"stockpipe/rules.py", "stockpipe/spark_etl.py", "stockpipe/spark_local.py"} <= set(names)
     assert not any("_native" in n or n.startswith("stockpipe/dev/") for n in names)
     assert len(glue.get_jobs()["Jobs"]) == 1
 

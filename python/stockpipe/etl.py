@@ -171,9 +171,9 @@ def transform(
     if problem is not None:
         raise ConfigError(f"[transform] input = {tc.input!r}: {problem}")
     if tc.engine == "spark":
-        from stockpipe import spark_etl
+        from stockpipe import spark_local
 
-        counts = spark_etl.run_local(
+        counts = spark_local.run_local(
             tc, cfg.s3, date=date, since=since, full=full, cache_dir=cfg.dev.cache_dir, status=status
         )
         return TransformStats.from_counts("spark", counts)

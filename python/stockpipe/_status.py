@@ -10,7 +10,8 @@ from typing import TextIO
 Formatter = Callable[[Mapping[str, float], Mapping[str, float], float], str]
 
 WAITING_FOR_KAFKA = "waiting for Kafka: the brokers have not answered yet, or the topics are being checked"
-"""The status line of a producer or a sink until its ``kafka_ready`` gauge is set."""
+"""The status line of a stage whose counters have ``kafka_ready`` at 0 (a producer or a sink before
+the brokers answered), instead of a row of zero rates."""
 
 
 class StatusLine:
@@ -33,7 +34,10 @@ class StatusLine:
     def __call__(self, stats: Mapping[str, float]) -> None:
         now = time.monotonic()
         dt = max(now - self._at, 1e-9)
-        line = self._fmt(stats, self._prev, dt) if self._fmt else ""
+        if not stats.get("kafka_ready", 1):
+            line = WAITING_FOR_KAFKA
+        else:
+            line = self._fmt(stats, self._prev, dt) if self._fmt else ""
         self._prev, self._at = dict(stats), now
         self.show(line)
 

@@ -29,7 +29,6 @@ __all__ = ["main"]
 
 _PRODUCING = {("kafka", k) for k in ("compression", "linger_ms", "batch_size_bytes", "idempotence")}
 _GLUE_JOB = {("glue", k) for k in ("job_name", "glue_version", "worker_type", "workers", "source", "poll_seconds")}
-_GLUE_CATALOG = {("glue", k) for k in ("lake", "role", "database", "raw_table", "processed_table", "crawler")}
 _PARQUET = {("transform", k) for k in ("quarantine_prefix", "compression", "rows_per_file", "sse")}
 NOT_READ_BY = {
     "produce": {("kafka", "group_id")},
@@ -40,8 +39,9 @@ NOT_READ_BY = {
     "glue setup": {*_GLUE_JOB, ("transform", "input"), ("transform", "engine"), *_PARQUET},
     "glue deploy": {("glue", "processed_table"), ("glue", "crawler"), ("glue", "poll_seconds")}
     | {("transform", "input"), ("transform", "engine")},
-    "glue run": (_GLUE_JOB | _GLUE_CATALOG) - {("glue", "job_name"), ("glue", "poll_seconds")}
-    | {("s3", "endpoint_url"), ("s3", "region"), ("s3", "force_path_style")},
+    "glue run": {("glue", k) for k in ("lake", "role", "database", "raw_table", "processed_table", "crawler")}
+    | {("glue", k) for k in ("glue_version", "worker_type", "workers", "source")}
+    | {("s3", k) for k in ("endpoint_url", "region", "force_path_style")},
 }
 """Settings of a section a command never reads, left out of its flags (they stay settable in the file and
 the environment, which the commands share): the producer joins no consumer group, the sink publishes no
@@ -197,17 +197,23 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     p = sub.add_parser("glue", help="AWS Glue: catalog tables and crawler, the transform job")
     gsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     gsub.required = True
-    for name, handler, text in [
+    lake = ["glue", "transform", "s3"]  # setup and deploy place tables and the job in the lake
+    for name, handler, sections, text in [
         (
             "setup",
             commands.cmd_glue_setup,
+            lake,
             "create/update database stock_db, raw and processed tables with partitions, crawler",
         ),
-        ("deploy", commands.cmd_glue_deploy, "upload the job script and package to S3, create/update the Glue job"),
-        ("run", commands.cmd_glue_run, "start the Glue job and follow its state until it ends"),
+        (
+            "deploy",
+            commands.cmd_glue_deploy,
+            lake,
+            "upload the job script and package to S3, create/update the Glue job",
+        ),
+        ("run", commands.cmd_glue_run, ["glue", "s3"], "start the Glue job and follow its state until it ends"),
     ]:
         d = gsub.add_parser(name, help=text, description=text)
-        sections = ["glue", "s3"] if name == "run" else ["glue", "transform", "s3"]
         _add_sections(d, sections, skip=NOT_READ_BY[f"glue {name}"])
         if name == "run":
             d.add_argument("--no-wait", action="store_true", help="return once the run has started")

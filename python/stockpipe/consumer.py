@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from stockpipe._runs import Stoppable
-from stockpipe._status import WAITING_FOR_KAFKA, rate
+from stockpipe._status import rate
 from stockpipe.config import Config
 
 __all__ = ["Sink", "SinkStats", "main"]
@@ -88,8 +88,6 @@ class SinkStats:
 
 
 def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
-    if not now.get("kafka_ready", 1):
-        return WAITING_FOR_KAFKA
     per_partition = sorted((int(k[5:]), v) for k, v in now.items() if k.startswith("lag_p") and k[5:].isdigit())
     lags = " ".join(f"p{p}={v:.0f}" for p, v in per_partition) or "-"
     return (

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from stockpipe._runs import Stoppable
-from stockpipe._status import WAITING_FOR_KAFKA, rate
+from stockpipe._status import rate
 from stockpipe.config import Config
 
 __all__ = ["Producer", "ProducerStats", "main"]
@@ -109,8 +109,6 @@ def interval_p99(now: Mapping[str, float]) -> str:
 
 
 def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
-    if not now.get("kafka_ready", 1):
-        return WAITING_FOR_KAFKA
     return (
         f"frames/s {rate(now, prev, 'frames', dt):8.0f} | trades/s {rate(now, prev, 'trades', dt):9.0f} | "
         f"acked {now.get('acked', 0):10.0f} | DLQ {now.get('dlq', 0):6.0f} | "
@@ -119,8 +117,6 @@ def format_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float
 
 
 def format_quotes_status(now: Mapping[str, float], prev: Mapping[str, float], dt: float) -> str:
-    if not now.get("kafka_ready", 1):
-        return WAITING_FOR_KAFKA
     return (
         f"requests/s {rate(now, prev, 'quote_requests', dt):6.1f} | quotes {now.get('trades', 0):8.0f} | "
         f"acked {now.get('acked', 0):8.0f} | unchanged {now.get('unchanged', 0):6.0f} | "

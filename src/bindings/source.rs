@@ -23,9 +23,7 @@ use std::time::Duration;
 struct Slot(Arc<Mutex<Option<Arc<TradeProducer>>>>);
 
 impl Slot {
-    /// Holds the stage's producer and sets the `kafka_ready` gauge the status line reads.
-    fn fill(&self, producer: TradeProducer, metrics: &Metrics) -> Arc<TradeProducer> {
-        metrics.set("kafka_ready", 1);
+    fn fill(&self, producer: TradeProducer) -> Arc<TradeProducer> {
         let producer = Arc::new(producer);
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(producer.clone());
         producer
@@ -87,10 +85,9 @@ pub fn run_producer<'py>(
         async move {
             let topics = vec![(kcfg.topic.clone(), 3), (kcfg.dlq_topic.clone(), 1)];
             ensure(&kcfg, &topics, Duration::from_secs(15), &shutdown).await?;
-            let producer = slot.fill(
-                TradeProducer::new(&kcfg, metrics.clone())?.stopping_on(&shutdown),
-                &metrics,
-            );
+            metrics.set("kafka_ready", 1);
+            let producer =
+                slot.fill(TradeProducer::new(&kcfg, metrics.clone())?.stopping_on(&shutdown));
             let warm = producer.clone();
             let warm_up =
                 tokio::task::spawn_blocking(move || warm.warm_up(Duration::from_secs(10)));
@@ -144,11 +141,11 @@ pub fn run_quotes<'py>(
         async move {
             let topics = vec![(kcfg.quotes_topic.clone(), 3), (kcfg.dlq_topic.clone(), 1)];
             ensure(&kcfg, &topics, Duration::from_secs(15), &shutdown).await?;
+            metrics.set("kafka_ready", 1);
             let producer = slot.fill(
                 TradeProducer::new(&kcfg, metrics.clone())?
                     .with_topic(&kcfg.quotes_topic)
                     .stopping_on(&shutdown),
-                &metrics,
             );
             let result =
                 source::quotes::run_quotes(&fcfg, producer.clone(), metrics, shutdown, max_quotes)

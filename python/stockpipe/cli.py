@@ -223,7 +223,12 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
     from stockpipe.demo import DEMO_SETS
 
     _add_sections(p, ["dev", "simulate", "kafka"], skip=DEMO_SETS)
-    p.add_argument("--seconds", type=float, default=60.0, help="how long to stream trades (default 60)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="how long to stream trades (default 60; from the simulator: as many as it sends in that time)",
+    )
     p.set_defaults(handler=commands.cmd_demo)
     return parser
 

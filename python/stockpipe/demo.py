@@ -9,7 +9,6 @@ against each other, a table of minute bars, and writes a chart.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import shutil
 import sys
@@ -123,8 +122,13 @@ def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
         sim_stats: dict[str, float] = {}
         sim_stop = StopHandle()
         thread = None
+        budget: int | None = None
         if not live:
-            sim = dataclasses.replace(cfg.simulate, port=0, duration_s=seconds, rate=max(cfg.simulate.rate, 200.0))
+            # A budget of trades rather than a length: the simulator then stays connected and only pings,
+            # and the producer stops once it has published them all, with no reconnect at the end.
+            rate = max(cfg.simulate.rate, 200.0)
+            budget = max(1, round(rate * seconds))
+            sim = dataclasses.replace(cfg.simulate, port=0, duration_s=None, max_trades=budget, rate=rate)
             ready = threading.Event()
             address: list[str] = []
 
@@ -141,10 +145,9 @@ def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
                 _say("the simulator did not start")
                 return 1
             cfg.finnhub.ws_url, cfg.finnhub.api_key = f"ws://{address[0]}", "demo"
-            # The simulator stops first on purpose; the client's reconnect attempts after it are expected.
-            logging.getLogger("stockpipe.source.client").setLevel(logging.ERROR)
             cfg.finnhub.symbols = list(sim.symbols)
-            _say(f"[2/6] simulator on ws://{address[0]} ({sim.rate:.0f} trades/s); producing for {seconds:.0f}s ...")
+            pace = f"{sim.rate:.0f} trades/s"
+            _say(f"[2/6] simulator on ws://{address[0]} ({pace}); producing {budget} trades (about {seconds:.0f}s) ...")
         else:
             _say(f"[2/6] streaming the real Finnhub feed for {seconds:.0f}s ...")
         cfg.sink.output = f"file://{output.resolve()}"
@@ -162,10 +165,12 @@ def run_demo(cfg: Config, *, seconds: float = 60.0) -> int:
         sink_thread.start()
         line = StatusLine(format_status)
         try:
-            stats = Producer(cfg).run(duration=seconds + 2, status=line)
+            # On the simulator the length only bounds a run that falls behind (a slow first connection).
+            length = seconds if live else seconds + 30
+            stats = Producer(cfg).run(duration=length, max_messages=budget, status=line)
         finally:
             line.close()
-            # Interrupted, the producer stops first; the simulator then stops too.
+            # The producer has stopped (done or interrupted); the simulator stops after it.
             sim_stop.stop()
         if thread is not None:
             thread.join(timeout=15)

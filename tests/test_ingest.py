@@ -336,6 +336,33 @@ def test_status_shows_the_p99_of_the_last_interval_not_of_the_whole_run(stack: S
         assert f"p99 {r['latency_p99_interval_ms']:6.1f} ms" in format_status(r, r, 1.0)
 
 
+def test_a_new_producers_first_trades_do_not_wait_for_its_producer_id(stack: Stack) -> None:
+    """librdkafka asks for the idempotent producer's id on a metadata reply or a 500 ms timer. When the
+    warm-up's first reply came before the learned broker was connected, a run's first half second of
+    trades (a third to half of the runs of `python -m stockpipe.producer` here) waited for that timer. Eight
+    runs in a row, a second of trades each: none waited. (A broker's very first producer-id request is
+    answered "load in progress" while it fetches a block of ids from the controller, and waits for the
+    retry: a first run makes sure that has happened.)"""
+    sim = Simulator("--symbols", "AAPL,MSFT", "--rate", "400", "--duration", "120")
+    topic = unique_topic("first-trades")
+    p99s = []
+    try:
+        for _ in range(9):
+            done = subprocess.run(
+                producer_cmd("--ws-url", sim.url, "--api-key", "k", "--symbols", "AAPL,MSFT", "--topic", topic,
+                             "--max-messages", "400", "--duration", "20"),
+                env=stack.env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr[-2000:]
+            summary = done.stderr.strip().splitlines()[-1]
+            acked = re.search(r"acked (\d+)", summary)
+            assert acked and int(acked.group(1)) >= 400, summary
+            p99s.append(float(re.search(r"p99 frame→ack ([\d.]+) ms", summary).group(1)))  # type: ignore[union-attr]
+    finally:
+        sim.stop()
+    assert all(p < 300 for p in p99s[1:]), p99s
+
+
 def test_quote_poller_respects_the_limit_and_skips_unknown_symbols(stack: Stack) -> None:
     sim = Simulator("--symbols", "AAPL,MSFT", "--rate", "100", "--duration", "15", "--rest-per-minute", "600")
     host = sim.address

@@ -134,15 +134,22 @@ impl TradeProducer {
         &self.metrics
     }
 
-    /// Connects and learns the topic's partition leaders before the first trade arrives, so
-    /// early trades do not wait for them (latency counts from a frame's arrival). Blocking.
+    /// Connects, learns the topic's partition leaders and starts acquiring the idempotent
+    /// producer's id before the first trade arrives, so early trades do not wait for them
+    /// (latency counts from a frame's arrival). Blocking.
+    ///
+    /// Two requests: librdkafka retires the bootstrap connection as soon as the first reply
+    /// names the brokers, and asks for a producer id only on a metadata reply or a 500 ms timer,
+    /// from a broker that is up. When the first reply comes before the learned broker is
+    /// connected, the id would wait for that timer; the second request goes to the learned
+    /// broker, and its reply asks for the id at once.
     pub fn warm_up(&self, timeout: Duration) {
-        if let Err(e) = self
-            .inner
-            .client()
-            .fetch_metadata(Some(&self.topic), timeout)
-        {
-            log::warn!("could not fetch the metadata of {}: {e}", self.topic);
+        let client = self.inner.client();
+        for _ in 0..2 {
+            if let Err(e) = client.fetch_metadata(Some(&self.topic), timeout) {
+                log::warn!("could not fetch the metadata of {}: {e}", self.topic);
+                return;
+            }
         }
     }
 

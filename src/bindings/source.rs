@@ -44,6 +44,14 @@ impl Slot {
     }
 }
 
+/// Waits, until `shutdown`, for the producer's connections, partition leaders and producer id
+/// ([`TradeProducer::warm_up`]) before the first record is read.
+async fn warm_up(producer: &Arc<TradeProducer>, shutdown: &Shutdown) {
+    let warm = producer.clone();
+    let task = tokio::task::spawn_blocking(move || warm.warm_up(Duration::from_secs(10)));
+    let _ = shutdown.or(task).await;
+}
+
 /// Checks the Finnhub settings that can be checked without connecting.
 #[pyfunction]
 pub fn validate_finnhub(finnhub_json: &str) -> PyResult<()> {
@@ -88,10 +96,7 @@ pub fn run_producer<'py>(
             metrics.set("kafka_ready", 1);
             let producer =
                 slot.fill(TradeProducer::new(&kcfg, metrics.clone())?.stopping_on(&shutdown));
-            let warm = producer.clone();
-            let warm_up =
-                tokio::task::spawn_blocking(move || warm.warm_up(Duration::from_secs(10)));
-            let _ = shutdown.or(warm_up).await;
+            warm_up(&producer, &shutdown).await;
             let result =
                 source::run_ingest(&fcfg, producer.clone(), metrics, shutdown, max_trades).await;
             let flushed = tokio::task::spawn_blocking(move || producer.flush(flush)).await;
@@ -147,6 +152,7 @@ pub fn run_quotes<'py>(
                     .with_topic(&kcfg.quotes_topic)
                     .stopping_on(&shutdown),
             );
+            warm_up(&producer, &shutdown).await;
             let result =
                 source::quotes::run_quotes(&fcfg, producer.clone(), metrics, shutdown, max_quotes)
                     .await;

@@ -2,15 +2,17 @@
 //!
 //! Each step is a small piece: [`encode`] turns a record into a JSONL line and finds its day,
 //! [`partition`] batches per Kafka partition, [`claims`] makes a batch's extent durable before
-//! its objects are written, `write` claims and puts a batch's objects, and [`run_sink`] composes
-//! them around one consumer (its settings and rebalances in `rebalance`), whose records [`fetch`]
-//! hands over in bursts.
+//! its objects are written, `write` claims and puts a batch's objects, and `poller`, the polling
+//! thread, composes them around one consumer (its settings and rebalances in `rebalance`), whose
+//! records [`fetch`] hands over in bursts. [`run_sink`] checks the store and the topics, makes the
+//! consumer and runs the poller.
 
 pub mod claims;
 mod consumer;
 pub mod encode;
 pub mod fetch;
 pub mod partition;
+mod poller;
 mod rebalance;
 mod write;
 

@@ -43,6 +43,10 @@ def test_demo_counts_agree_at_every_stage(tmp_path: Path) -> None:
     assert sent == acked == count("read back from Kafka") == raw == 1600
     reconnects = re.findall(r"reconnects +(\d+)", done.stderr)
     assert reconnects and set(reconnects) == {"0"}, done.stderr[-3000:]
+    # The demo's broker is new: its first producer-id requests are refused ("load in progress"). The
+    # producer's warm-up asks again rather than let the first trades wait for librdkafka's 500 ms retry.
+    p99s = [float(v) for v in re.findall(r"p99 +([\d.]+) ms", done.stderr)]
+    assert p99s and max(p99s) < 400, done.stderr[-3000:]
     assert parquet + quarantined + count("duplicates dropped") == raw
     assert count("rows in DuckDB stock_prices") == parquet
     lines = sum(len(p.read_bytes().splitlines()) for p in (tmp_path / "stockpipe-data").rglob("*.jsonl"))

@@ -13,6 +13,7 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
 };
 use rdkafka::{ClientContext, Message};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -36,14 +37,23 @@ pub const STOP_GRACE: Duration = Duration::from_secs(4);
 
 const DLQ_FLAG: usize = 1 << (usize::BITS - 1);
 
+/// How long the warm-up waits for a refusal of the producer-id request it just caused.
+const ID_ANSWER: Duration = Duration::from_millis(20);
+
 /// Receives delivery reports on librdkafka's thread.
 pub struct Tracker {
     metrics: Arc<Metrics>,
     epoch: Instant,
+    /// Producer-id requests a broker refused for now ("coordinator load in progress" from a
+    /// broker just started); librdkafka logs each one, then retries.
+    id_refusals: AtomicU64,
 }
 
 impl ClientContext for Tracker {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "GETPID" {
+            self.id_refusals.fetch_add(1, Ordering::Relaxed);
+        }
         super::log_line(level, fac, log_message);
     }
 }
@@ -98,6 +108,7 @@ impl TradeProducer {
         let inner = client_config(cfg, Role::Producer)?.create_with_context(Tracker {
             metrics: metrics.clone(),
             epoch,
+            id_refusals: AtomicU64::new(0),
         })?;
         Ok(Self {
             inner,
@@ -134,22 +145,38 @@ impl TradeProducer {
         &self.metrics
     }
 
-    /// Connects, learns the topic's partition leaders and starts acquiring the idempotent
-    /// producer's id before the first trade arrives, so early trades do not wait for them
-    /// (latency counts from a frame's arrival). Blocking.
+    /// Connects, learns the topic's partition leaders and acquires the idempotent producer's id
+    /// before the first trade arrives, so early trades do not wait for them (latency counts
+    /// from a frame's arrival). Blocking, for at most `timeout`.
     ///
-    /// Two requests: librdkafka retires the bootstrap connection as soon as the first reply
-    /// names the brokers, and asks for a producer id only on a metadata reply or a 500 ms timer,
-    /// from a broker that is up. When the first reply comes before the learned broker is
-    /// connected, the id would wait for that timer; the second request goes to the learned
-    /// broker, and its reply asks for the id at once.
+    /// librdkafka asks for a producer id on a metadata reply, from a broker that is up, or
+    /// else on a 500 ms timer, which early trades would wait for. So: a first request (its
+    /// reply comes over the bootstrap connection, which librdkafka then retires), a second one
+    /// to the broker the first named, whose reply asks for the id at once; and one more each
+    /// time a broker refused the id meanwhile (a broker just started answers "load in progress"
+    /// until it has a block of ids), instead of the timer.
     pub fn warm_up(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         let client = self.inner.client();
-        for _ in 0..2 {
-            if let Err(e) = client.fetch_metadata(Some(&self.topic), timeout) {
+        let refusals = || client.context().id_refusals.load(Ordering::Relaxed);
+        let mut seen = refusals();
+        for round in 0.. {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = client.fetch_metadata(Some(&self.topic), left) {
                 log::warn!("could not fetch the metadata of {}: {e}", self.topic);
                 return;
             }
+            if round == 0 {
+                continue;
+            }
+            // A refusal comes back within a round trip; past that, the id was granted (or,
+            // from a distant cluster, librdkafka's own retry takes over).
+            std::thread::sleep(ID_ANSWER);
+            let now = refusals();
+            if now == seen || Instant::now() >= deadline {
+                return;
+            }
+            seen = now;
         }
     }
 

@@ -51,7 +51,9 @@ pub struct Tracker {
 
 impl ClientContext for Tracker {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        if fac == "GETPID" {
+        // The warning librdkafka logs before retrying (not its `debug=eos` lines of the same
+        // facility, which would keep the warm-up asking).
+        if fac == "GETPID" && log_message.ends_with(": retrying") {
             self.id_refusals.fetch_add(1, Ordering::Relaxed);
         }
         super::log_line(level, fac, log_message);

@@ -38,10 +38,16 @@ pub fn log_line(level: RDKafkaLogLevel, facility: &str, message: &str) {
     log::log!(target: "librdkafka", level, "librdkafka: {facility} {message}");
 }
 
+/// The warning librdkafka logs when a broker refused the producer id and it will ask again (not
+/// its `debug=eos` lines of the same facility).
+pub fn producer_id_refused(facility: &str, message: &str) -> bool {
+    facility == "GETPID" && message.ends_with(": retrying")
+}
+
 /// The idempotent producer's first request for a producer id, answered "coordinator load in
 /// progress" while a new broker fetches its first block of ids from the controller.
 fn retried_by_librdkafka(facility: &str, message: &str) -> bool {
-    facility == "GETPID" && message.contains("Coordinator load in progress")
+    producer_id_refused(facility, message) && message.contains("Coordinator load in progress")
 }
 
 #[cfg(test)]
@@ -60,5 +66,10 @@ mod tests {
              Broker: Cluster authorization failed"
         ));
         assert!(!retried_by_librdkafka("FAIL", fresh));
+        assert!(producer_id_refused("GETPID", fresh));
+        assert!(!producer_id_refused(
+            "GETPID",
+            "[thrd:main]: 127.0.0.1:19092/1: Failed to acquire PID: Broker: Coordinator load in progress"
+        ));
     }
 }

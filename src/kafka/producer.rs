@@ -51,9 +51,7 @@ pub struct Tracker {
 
 impl ClientContext for Tracker {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        // The warning librdkafka logs before retrying (not its `debug=eos` lines of the same
-        // facility, which would keep the warm-up asking).
-        if fac == "GETPID" && log_message.ends_with(": retrying") {
+        if super::producer_id_refused(fac, log_message) {
             self.id_refusals.fetch_add(1, Ordering::Relaxed);
         }
         super::log_line(level, fac, log_message);
@@ -160,25 +158,29 @@ impl TradeProducer {
     pub fn warm_up(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let client = self.inner.client();
-        let refusals = || client.context().id_refusals.load(Ordering::Relaxed);
-        let mut seen = refusals();
-        for round in 0.. {
+        let metadata = || {
             let left = deadline.saturating_duration_since(Instant::now());
-            if let Err(e) = client.fetch_metadata(Some(&self.topic), left) {
+            let got = client.fetch_metadata(Some(&self.topic), left);
+            if let Err(e) = &got {
                 log::warn!("could not fetch the metadata of {}: {e}", self.topic);
-                return;
             }
-            if round == 0 {
-                continue;
+            got.is_ok()
+        };
+        if !metadata() {
+            return;
+        }
+        loop {
+            let refusals = client.context().id_refusals.load(Ordering::Relaxed);
+            if !metadata() {
+                return;
             }
             // A refusal comes back within a round trip; past that, the id was granted (or,
             // from a distant cluster, librdkafka's own retry takes over).
             std::thread::sleep(ID_ANSWER);
-            let now = refusals();
-            if now == seen || Instant::now() >= deadline {
+            let refused = client.context().id_refusals.load(Ordering::Relaxed) > refusals;
+            if !refused || Instant::now() >= deadline {
                 return;
             }
-            seen = now;
         }
     }
 

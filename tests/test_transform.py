@@ -569,12 +569,12 @@ def test_interrupting_glue_run_leaves_the_job_running_and_says_how_to_stop_it(
     import boto3
     from botocore.stub import Stubber
 
-    from stockpipe import glue as glue_mod
+    from stockpipe.glue import job as glue_job
 
     cfg = load_config(env={}, use_default_file=False)
     cfg.glue.poll_seconds = 0.0
     client = boto3.client("glue", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    monkeypatch.setattr(glue_mod, "_client", lambda _cfg, _service: client)
+    monkeypatch.setattr(glue_job, "_client", lambda _cfg, _service: client)
     name = cfg.glue.job_name
 
     def on_state(state: str, _seconds: float) -> None:
@@ -588,6 +588,6 @@ def test_interrupting_glue_run_leaves_the_job_running_and_says_how_to_stop_it(
             "get_job_run", {"JobRun": {"Id": "jr_1", "JobRunState": "RUNNING"}}, {"JobName": name, "RunId": "jr_1"}
         )
         with pytest.raises(KeyboardInterrupt):
-            glue_mod.run(cfg, on_state=on_state)
+            glue_job.run(cfg, on_state=on_state)
         stub.assert_no_pending_responses()
     assert f"aws glue batch-stop-job-run --job-name {name} --job-run-ids jr_1" in caplog.text

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from stockpipe import rules
+from stockpipe.spark_fs import HadoopFS, day_path
 
 __all__ = ["configure", "main", "run"]
 
@@ -105,59 +106,159 @@ def _parse_object(key: str, day_iso: str, body: bytes) -> Iterator[tuple[Any, ..
             )
 
 
-class _FS:
-    """Hadoop's file system API, so the job reads and writes wherever Spark can."""
-
-    def __init__(self, spark: Any, root: str) -> None:
-        self._jvm = spark.sparkContext._jvm
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
-        self.root = root.rstrip("/")
-        path = self._jvm.org.apache.hadoop.fs.Path(self.root)
-        self._fs = path.getFileSystem(self._conf)
-        self._root_str = self._fs.makeQualified(path).toString().rstrip("/")
-
-    def _path(self, key: str) -> Any:
-        return self._jvm.org.apache.hadoop.fs.Path(f"{self.root}/{key}")
-
-    def uri(self, key: str) -> str:
-        return f"{self.root}/{key}"
-
-    def list(self, prefix: str) -> list[tuple[str, int]]:
-        path = self._path(prefix)
-        if not self._fs.exists(path):
-            return []
-        out = []
-        it = self._fs.listFiles(path, True)
-        while it.hasNext():
-            st = it.next()
-            full = st.getPath().toString()
-            key = full[len(self._root_str) + 1 :] if full.startswith(self._root_str + "/") else full
-            out.append((key, int(st.getLen())))
-        return out
-
-    def read(self, key: str) -> bytes | None:
-        path = self._path(key)
-        if not self._fs.exists(path):
-            return None
-        stream = self._fs.open(path)
-        try:
-            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
-        finally:
-            stream.close()
-
-    def write(self, key: str, data: bytes) -> None:
-        out = self._fs.create(self._path(key), True)
-        try:
-            out.write(bytearray(data))
-        finally:
-            out.close()
-
-    def delete(self, key: str) -> None:
-        self._fs.delete(self._path(key), True)
+Objects = list[tuple[str, int]]
+"""A day's raw objects: (key, size), sorted."""
 
 
-def _day_path(day: dt.date) -> str:
-    return f"year={day.year:04}/month={day.month:02}/day={day.day:02}"
+def _selected_days(
+    listing: list[tuple[str, int]],
+    date: str | None,
+    since: str | None,
+    days: Iterable[dt.date] | None,
+) -> dict[dt.date, Objects]:
+    """Step 1: the raw objects of the days asked for, by day."""
+    want_date = dt.date.fromisoformat(date) if date else None
+    want_since = dt.date.fromisoformat(since) if since else None
+    only = set(days) if days is not None else None
+    by_day: dict[dt.date, Objects] = {}
+    for key, size in listing:
+        if not key.endswith((".jsonl", ".jsonl.gz")):
+            continue
+        day = rules.day_of_path(key)
+        if day is None or (want_date and day != want_date) or (want_since and day < want_since):
+            continue
+        if only is None or day in only:
+            by_day.setdefault(day, []).append((key, size))
+    return {day: sorted(by_day[day]) for day in sorted(by_day)}
+
+
+def _unchanged(manifest: bytes | None, inputs: Objects) -> bool:
+    """Step 2: whether a day's manifest was written by these rules from exactly these objects."""
+    if manifest is None:
+        return False
+    try:
+        m = json.loads(manifest)
+        same = [(i["key"], i["size"]) for i in m["inputs"]] == inputs
+        return bool(same and m.get("rules_version") == rules.VERSION)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _parse(spark: Any, src: HadoopFS, todo: dict[dt.date, Objects], raw_prefix: str) -> Any:
+    """Step 3: every non-blank line of the objects, cleaned or quarantined, one row each."""
+    paths = {src.uri(k): (k, day.isoformat()) for day, objs in todo.items() for k, _ in objs}
+    files = spark.read.format("binaryFile").load(list(paths))
+    lookup = spark.sparkContext.broadcast(dict(paths.values()))
+    marker = f"/{raw_prefix}/"
+
+    def parse_partition(rows: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
+        from urllib.parse import unquote
+
+        table = lookup.value
+        for row in rows:
+            path = unquote(row.path)
+            key = path[path.rfind(marker) + 1 :]
+            yield from _parse_object(key, table[key], bytes(row.content))
+
+    return spark.createDataFrame(files.rdd.mapPartitions(parse_partition), _schema())
+
+
+def _first_of_each(clean: Any) -> Any:
+    """Step 4: one row per (kafka_partition, kafka_offset), the first read (object key, line)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    first = Window.partitionBy(*rules.PARTITION_COLUMNS, *rules.DEDUPE_KEY).orderBy(*_HIDDEN)
+    return clean.withColumn("_n", F.row_number().over(first)).filter(F.col("_n") == 1).drop("_n")
+
+
+def _write_days(
+    rows: Any,
+    quarantined: Any,
+    dst: HadoopFS,
+    days: Iterable[dt.date],
+    prefixes: tuple[str, str],
+    compression: str,
+    rows_per_file: int,
+) -> None:
+    """Step 5: each day's directories replaced by its sorted Parquet files and its quarantine."""
+    from pyspark.sql import functions as F
+
+    processed_prefix, quarantine_prefix = prefixes
+    for day in days:
+        # The manifest goes first: a run stopped part-way leaves the day without one, so the next
+        # run rebuilds it (with --full the old manifest would still match the inputs).
+        dst.delete(f"{processed_prefix}/_manifest/{day.isoformat()}.json")
+        dst.delete(f"{processed_prefix}/{day_path(day)}")
+        dst.delete(f"{quarantine_prefix}/{day_path(day)}")
+    part_cols = list(rules.PARTITION_COLUMNS)
+    (
+        rows.repartition(*part_cols)
+        .sortWithinPartitions(*part_cols, *rules.SORT_KEY)
+        .select(*(c for c, _ in rules.COLUMNS), *part_cols)
+        .write.mode("append")
+        .partitionBy(*part_cols)
+        .option("compression", compression)
+        .option("maxRecordsPerFile", rows_per_file)
+        .parquet(dst.uri(processed_prefix))
+    )
+    (
+        quarantined.repartition(*part_cols)
+        .sortWithinPartitions(*part_cols, *_HIDDEN)
+        .select("reason", "raw", F.col("_obj").alias("object"), *part_cols)
+        .write.mode("append")
+        .partitionBy(*part_cols)
+        .json(dst.uri(quarantine_prefix))
+    )
+
+
+def _day_counts(parsed: Any, rows: Any) -> dict[str, dict[str, int]]:
+    """Lines, quarantined lines and rows written, by ISO day."""
+    from pyspark.sql import functions as F
+
+    part_cols = list(rules.PARTITION_COLUMNS)
+    per_day: dict[str, dict[str, int]] = {}
+    stats = parsed.groupBy(*part_cols).agg(
+        F.count(F.lit(1)).alias("lines"),
+        F.count("reason").alias("quarantined"),
+    )
+    for r in stats.collect():
+        per_day[f"{r.year}-{r.month}-{r.day}"] = {"lines": r.lines, "quarantined": r.quarantined}
+    for r in rows.groupBy(*part_cols).count().collect():
+        per_day.setdefault(f"{r.year}-{r.month}-{r.day}", {})["rows"] = r["count"]
+    return per_day
+
+
+def _write_manifest(
+    dst: HadoopFS, day: dt.date, inputs: Objects, counts: dict[str, int], prefixes: tuple[str, str]
+) -> dict[str, int]:
+    """Step 5, last: the day's manifest (what it was built from and into); returns its totals."""
+    processed_prefix, quarantine_prefix = prefixes
+    lines, q, rows = counts.get("lines", 0), counts.get("quarantined", 0), counts.get("rows", 0)
+    out_sizes = dict(dst.list(f"{processed_prefix}/{day_path(day)}"))
+    outputs = sorted(k for k in out_sizes if k.endswith(".parquet"))
+    qfiles = sorted(k for k, _ in dst.list(f"{quarantine_prefix}/{day_path(day)}") if k.endswith(".json"))
+    manifest = {
+        "rules_version": rules.VERSION,
+        "engine": "spark",
+        "day": day.isoformat(),
+        "inputs": [{"key": k, "size": s} for k, s in inputs],
+        "outputs": outputs,
+        "quarantine": qfiles,
+        "lines": lines,
+        "rows": rows,
+        "quarantined": q,
+        "duplicates": lines - q - rows,
+    }
+    dst.write(f"{processed_prefix}/_manifest/{day.isoformat()}.json", json.dumps(manifest, indent=2).encode())
+    return {
+        "lines": lines,
+        "rows": rows,
+        "quarantined": q,
+        "duplicates": lines - q - rows,
+        "files": len(outputs),
+        "bytes_out": sum(out_sizes[k] for k in outputs),
+    }
 
 
 def run(
@@ -180,135 +281,38 @@ def run(
     ``days`` narrows the work further (the Glue job passes the days its bookmark found new).
     URIs are Hadoop URIs (``file:///…``, ``s3a://…`` locally, ``s3://…`` on Glue).
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     configure(spark)
-    src, dst = _FS(spark, input_uri), _FS(spark, output_uri)
-    want_date = dt.date.fromisoformat(date) if date else None
-    want_since = dt.date.fromisoformat(since) if since else None
-    only = set(days) if days is not None else None
-
-    by_day: dict[dt.date, list[tuple[str, int]]] = {}
-    for key, size in src.list(raw_prefix):
-        if not key.endswith((".jsonl", ".jsonl.gz")):
-            continue
-        day = rules.day_of_path(key)
-        if day is not None:
-            by_day.setdefault(day, []).append((key, size))
-
-    counts: dict[str, int] = {"days": 0, "days_skipped": 0, "objects": 0, "bytes_in": 0}
-    todo: dict[dt.date, list[tuple[str, int]]] = {}
-    for day in sorted(by_day):
-        if (
-            (want_date and day != want_date)
-            or (want_since and day < want_since)
-            or (only is not None and day not in only)
-        ):
-            continue
-        inputs = sorted(by_day[day])
-        old = dst.read(f"{processed_prefix}/_manifest/{day.isoformat()}.json")
-        if not full and old is not None:
-            try:
-                m = json.loads(old)
-                same = [(i["key"], i["size"]) for i in m["inputs"]] == inputs
-                if same and m.get("rules_version") == rules.VERSION:
-                    counts["days_skipped"] += 1
-                    continue
-            except (ValueError, KeyError, TypeError):
-                pass
-        todo[day] = inputs
+    src, dst = HadoopFS(spark, input_uri), HadoopFS(spark, output_uri)
+    selected = _selected_days(src.list(raw_prefix), date, since, days)
+    todo = {
+        day: inputs
+        for day, inputs in selected.items()
+        if full or not _unchanged(dst.read(f"{processed_prefix}/_manifest/{day.isoformat()}.json"), inputs)
+    }
+    counts = {
+        "days": len(todo),
+        "days_skipped": len(selected) - len(todo),
+        "objects": sum(len(objs) for objs in todo.values()),
+        "bytes_in": sum(s for objs in todo.values() for _, s in objs),
+    }
+    totals = dict.fromkeys(("lines", "rows", "quarantined", "duplicates", "files", "bytes_out"), 0)
     if not todo:
-        return {**counts, "lines": 0, "rows": 0, "quarantined": 0, "duplicates": 0, "files": 0, "bytes_out": 0}
+        return {**counts, **totals}
 
-    paths = {src.uri(k): (k, day.isoformat()) for day, objs in todo.items() for k, _ in objs}
-    counts["objects"] = len(paths)
-    counts["bytes_in"] = sum(s for objs in todo.values() for _, s in objs)
-    files = spark.read.format("binaryFile").load(list(paths))
-    lookup = spark.sparkContext.broadcast(dict(paths.values()))
-    marker = f"/{raw_prefix}/"
-
-    def parse_partition(rows: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
-        from urllib.parse import unquote
-
-        table = lookup.value
-        for row in rows:
-            path = unquote(row.path)
-            key = path[path.rfind(marker) + 1 :]
-            yield from _parse_object(key, table[key], bytes(row.content))
-
-    parsed = spark.createDataFrame(files.rdd.mapPartitions(parse_partition), _schema()).persist()
-    part_cols = list(rules.PARTITION_COLUMNS)
-    clean = parsed.filter(F.col("reason").isNull())
+    parsed = _parse(spark, src, todo, raw_prefix).persist()
     quarantined = parsed.filter(F.col("reason").isNotNull())
-    first = Window.partitionBy(*part_cols, *rules.DEDUPE_KEY).orderBy(*_HIDDEN)
-    deduped = clean.withColumn("_n", F.row_number().over(first)).filter(F.col("_n") == 1).drop("_n")
-
-    for day in todo:
-        # The manifest goes first: a run stopped part-way leaves the day without one, so the next
-        # run rebuilds it (with --full the old manifest would still match the inputs).
-        dst.delete(f"{processed_prefix}/_manifest/{day.isoformat()}.json")
-        dst.delete(f"{processed_prefix}/{_day_path(day)}")
-        dst.delete(f"{quarantine_prefix}/{_day_path(day)}")
-    names = [c for c, _ in rules.COLUMNS]
-    (
-        deduped.repartition(*part_cols)
-        .sortWithinPartitions(*part_cols, *rules.SORT_KEY)
-        .select(*names, *part_cols)
-        .write.mode("append")
-        .partitionBy(*part_cols)
-        .option("compression", "none" if compression == "none" else compression)
-        .option("maxRecordsPerFile", rows_per_file)
-        .parquet(dst.uri(processed_prefix))
-    )
-    (
-        quarantined.repartition(*part_cols)
-        .sortWithinPartitions(*part_cols, *_HIDDEN)
-        .select("reason", "raw", F.col("_obj").alias("object"), *part_cols)
-        .write.mode("append")
-        .partitionBy(*part_cols)
-        .json(dst.uri(quarantine_prefix))
-    )
-
-    per_day: dict[str, dict[str, int]] = {}
-    stats = parsed.groupBy(*part_cols).agg(
-        F.count(F.lit(1)).alias("lines"),
-        F.count("reason").alias("quarantined"),
-    )
-    for r in stats.collect():
-        per_day[f"{r.year}-{r.month}-{r.day}"] = {"lines": r.lines, "quarantined": r.quarantined}
-    for r in deduped.groupBy(*part_cols).count().collect():
-        per_day.setdefault(f"{r.year}-{r.month}-{r.day}", {})["rows"] = r["count"]
+    rows = _first_of_each(parsed.filter(F.col("reason").isNull()))
+    prefixes = (processed_prefix, quarantine_prefix)
+    _write_days(rows, quarantined, dst, todo, prefixes, compression, rows_per_file)
+    per_day = _day_counts(parsed, rows)
     reasons = {r.reason: r["count"] for r in quarantined.groupBy("reason").count().collect()}
     parsed.unpersist()
 
-    totals = {"lines": 0, "rows": 0, "quarantined": 0, "duplicates": 0, "files": 0, "bytes_out": 0}
     for day, inputs in todo.items():
-        d = per_day.get(day.isoformat(), {})
-        lines, q, rows = d.get("lines", 0), d.get("quarantined", 0), d.get("rows", 0)
-        outputs = sorted(k for k, _ in dst.list(f"{processed_prefix}/{_day_path(day)}") if k.endswith(".parquet"))
-        qfiles = sorted(k for k, _ in dst.list(f"{quarantine_prefix}/{_day_path(day)}") if k.endswith(".json"))
-        out_sizes = dict(dst.list(f"{processed_prefix}/{_day_path(day)}"))
-        manifest = {
-            "rules_version": rules.VERSION,
-            "engine": "spark",
-            "day": day.isoformat(),
-            "inputs": [{"key": k, "size": s} for k, s in inputs],
-            "outputs": outputs,
-            "quarantine": qfiles,
-            "lines": lines,
-            "rows": rows,
-            "quarantined": q,
-            "duplicates": lines - q - rows,
-        }
-        dst.write(f"{processed_prefix}/_manifest/{day.isoformat()}.json", json.dumps(manifest, indent=2).encode())
-        counts["days"] += 1
-        totals["lines"] += lines
-        totals["rows"] += rows
-        totals["quarantined"] += q
-        totals["duplicates"] += lines - q - rows
-        totals["files"] += len(outputs)
-        totals["bytes_out"] += sum(out_sizes.get(k, 0) for k in outputs)
+        for k, n in _write_manifest(dst, day, inputs, per_day.get(day.isoformat(), {}), prefixes).items():
+            totals[k] += n
     return {**counts, **totals, **{f"quarantined_{r}": n for r, n in reasons.items()}}
 
 

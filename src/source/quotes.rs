@@ -90,7 +90,6 @@ fn record(symbol: &str, q: &Quote, received_ms: i64) -> String {
     out
 }
 
-/// Polls `/quote` for every symbol in turn until `shutdown` or `max_quotes` snapshots.
 /// Checks what can be checked before connecting anywhere: the key, the symbols, the URL.
 pub fn validate(cfg: &FinnhubConfig) -> Result<()> {
     if cfg.api_key.as_deref().unwrap_or("").is_empty() && cfg.rest_url.contains("finnhub.io") {
@@ -115,6 +114,108 @@ fn doubled(backoff: Duration, floor: Duration) -> Duration {
     (backoff * 2).clamp(floor, Duration::from_secs(60))
 }
 
+type HttpClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<bytes::Bytes>,
+>;
+
+/// What one `/quote` request came back with.
+enum Answer {
+    /// 200: the body.
+    Body(bytes::Bytes),
+    /// Worth asking again after at least `floor` (doubled while they keep failing).
+    Retry {
+        counter: &'static str,
+        floor: Duration,
+        why: String,
+    },
+}
+
+/// Asks for one symbol's quote. The key goes in a header, not the query string: it never
+/// appears in a URL we might log.
+async fn request(
+    client: &HttpClient,
+    base: &str,
+    key: Option<&str>,
+    symbol: &str,
+) -> Result<Answer> {
+    let encoded: String = url::form_urlencoded::byte_serialize(symbol.as_bytes()).collect();
+    let uri = format!("{base}/quote?symbol={encoded}");
+    let mut req = http::Request::get(&uri);
+    if let Some(k) = key {
+        req = req.header("X-Finnhub-Token", k);
+    }
+    let req = req
+        .body(Empty::new())
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let failed = |why: String| Answer::Retry {
+        counter: "http_errors",
+        floor: Duration::from_secs(1),
+        why,
+    };
+    let resp = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return Ok(failed(format!(
+                "quote request to {} failed: {e}",
+                redact_url(&uri)
+            )))
+        }
+        Err(_) => {
+            return Ok(failed(format!(
+                "quote request to {} got no answer in 10s",
+                redact_url(&uri)
+            )))
+        }
+    };
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok(match status {
+        200 => Answer::Body(body),
+        401 | 403 => return Err(Error::Unauthorized),
+        429 => Answer::Retry {
+            counter: "rate_limited",
+            floor: Duration::from_secs(2),
+            why: "finnhub REST limit reached (429)".into(),
+        },
+        other => failed(format!("quote {symbol}: HTTP {other}")),
+    })
+}
+
+/// The last quote published per symbol, so an unchanged snapshot is not published again.
+#[derive(Default)]
+struct Seen(HashMap<String, (i64, u64)>);
+
+enum Fresh {
+    New,
+    Unchanged,
+    /// Finnhub answers an unknown symbol with 200 and all zeros; `first` the first time.
+    Unknown {
+        first: bool,
+    },
+}
+
+impl Seen {
+    fn check(&mut self, symbol: &str, q: &Quote) -> Fresh {
+        if q.t == 0 {
+            let first = self.0.insert(symbol.to_string(), (0, 0)).is_none();
+            return Fresh::Unknown { first };
+        }
+        let fingerprint = (q.t, q.c.to_bits());
+        if self.0.get(symbol) == Some(&fingerprint) {
+            return Fresh::Unchanged;
+        }
+        self.0.insert(symbol.to_string(), fingerprint);
+        Fresh::New
+    }
+}
+
+/// Polls `/quote` for every symbol in turn until `shutdown` or `max_quotes` snapshots.
 pub async fn run_quotes(
     cfg: &FinnhubConfig,
     producer: Arc<TradeProducer>,
@@ -123,17 +224,17 @@ pub async fn run_quotes(
     max_quotes: Option<u64>,
 ) -> Result<()> {
     validate(cfg)?;
-    let key = cfg.api_key.clone().filter(|k| !k.is_empty());
+    let key = cfg.api_key.as_deref().filter(|k| !k.is_empty());
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
         .enable_http1()
         .build();
-    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build(https);
     let base = cfg.rest_url.trim_end_matches('/');
     let mut bucket = Bucket::new(cfg.quotes_per_minute);
     let mut backoff = Duration::ZERO;
-    let mut last: HashMap<String, (i64, u64)> = HashMap::new();
+    let mut seen = Seen::default();
     let mut published = 0u64;
     for symbol in cfg.symbols.iter().cycle() {
         let wait = bucket.wait().max(backoff);
@@ -141,61 +242,21 @@ pub async fn run_quotes(
             _ = shutdown.wait() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
         }
-        let encoded: String = url::form_urlencoded::byte_serialize(symbol.as_bytes()).collect();
-        let uri = format!("{base}/quote?symbol={encoded}");
-        let mut req = http::Request::get(&uri);
-        if let Some(k) = &key {
-            // A header, not the query string: the key never appears in a URL we might log.
-            req = req.header("X-Finnhub-Token", k);
-        }
-        let req = req
-            .body(Empty::new())
-            .map_err(|e| Error::Other(e.to_string()))?;
         metrics.incr("quote_requests");
-        let resp = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                metrics.incr("http_errors");
-                backoff = doubled(backoff, Duration::from_secs(1));
-                log::warn!(
-                    "quote request to {} failed: {e}; retrying in {backoff:?}",
-                    redact_url(&uri)
-                );
-                continue;
-            }
-            Err(_) => {
-                metrics.incr("http_errors");
-                backoff = doubled(backoff, Duration::from_secs(1));
-                log::warn!(
-                    "quote request to {} got no answer in 10s; retrying in {backoff:?}",
-                    redact_url(&uri)
-                );
+        let body = match request(&client, base, key, symbol).await? {
+            Answer::Body(body) => body,
+            Answer::Retry {
+                counter,
+                floor,
+                why,
+            } => {
+                metrics.incr(counter);
+                backoff = doubled(backoff, floor);
+                log::warn!("{why}; retrying in {backoff:?}");
                 continue;
             }
         };
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        match status {
-            200 => backoff = Duration::ZERO,
-            401 | 403 => return Err(Error::Unauthorized),
-            429 => {
-                metrics.incr("rate_limited");
-                backoff = doubled(backoff, Duration::from_secs(2));
-                log::warn!("finnhub REST limit reached (429); waiting {backoff:?}");
-                continue;
-            }
-            other => {
-                metrics.incr("http_errors");
-                backoff = doubled(backoff, Duration::from_secs(1));
-                log::warn!("quote {symbol}: HTTP {other}; retrying in {backoff:?}");
-                continue;
-            }
-        }
+        backoff = Duration::ZERO;
         let Ok(q) = serde_json::from_slice::<Quote>(&body) else {
             metrics.incr("rejected");
             producer
@@ -203,20 +264,20 @@ pub async fn run_quotes(
                 .await;
             continue;
         };
-        if q.t == 0 {
-            // Finnhub answers an unknown symbol with 200 and all zeros.
-            if last.insert(symbol.clone(), (0, 0)).is_none() {
-                metrics.incr("unknown_symbols");
-                log::warn!("finnhub does not know symbol {symbol:?} (quote with t = 0)");
+        match seen.check(symbol, &q) {
+            Fresh::New => {}
+            Fresh::Unchanged => {
+                metrics.incr("unchanged");
+                continue;
             }
-            continue;
+            Fresh::Unknown { first } => {
+                if first {
+                    metrics.incr("unknown_symbols");
+                    log::warn!("finnhub does not know symbol {symbol:?} (quote with t = 0)");
+                }
+                continue;
+            }
         }
-        let fingerprint = (q.t, q.c.to_bits());
-        if last.get(symbol) == Some(&fingerprint) {
-            metrics.incr("unchanged");
-            continue;
-        }
-        last.insert(symbol.clone(), fingerprint);
         let payload = record(symbol, &q, now_ms());
         if !producer
             .send_trade(symbol, payload.as_bytes(), Instant::now())

@@ -1,22 +1,20 @@
 //! The Finnhub WebSocket client: one connection per key, every symbol subscribed on every
-//! connection, every frame validated, reconnects with backoff, a silence watchdog.
+//! connection ([`stream`](super::stream) reads and validates its frames), reconnects with
+//! backoff.
 
 use super::backoff::Backoff;
-use super::dedupe::Dedupe;
-use super::frame::{self, Frame, Reject};
+use super::stream::{Ended, Ingest, Ws};
 use super::{Error, Result};
 use crate::config::FinnhubConfig;
 use crate::kafka::TradeProducer;
 use crate::metrics::Metrics;
-use crate::record::{now_ms, Source};
 use crate::redact::redact_url;
 use crate::shutdown::Shutdown;
-use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Counter names the ingest loop maintains (the producer adds its own).
 pub const COUNTERS: &[&str] = &[
@@ -92,11 +90,6 @@ pub fn validate(cfg: &FinnhubConfig) -> Result<()> {
     connection_url(cfg).map(|_| ())
 }
 
-enum Ended {
-    Stop,
-    Reconnect,
-}
-
 /// Streams trades from the WebSocket into `producer` until `shutdown` fires, `max_trades`
 /// trades were published, or the server refuses the key.
 pub async fn run_ingest(
@@ -113,8 +106,7 @@ pub async fn run_ingest(
         Duration::from_secs_f64(cfg.backoff_initial_s),
         Duration::from_secs_f64(cfg.backoff_max_s),
     );
-    let mut dedupe = Dedupe::new(Duration::from_millis(cfg.dedupe_window_ms));
-    let mut published: u64 = 0;
+    let mut ingest = Ingest::new(cfg, &producer, &metrics, &shutdown, max_trades);
     let mut first = true;
     while !shutdown.is_triggered() {
         if !first {
@@ -130,18 +122,8 @@ pub async fn run_ingest(
                     cfg.symbols.len()
                 );
                 let started = Instant::now();
-                dedupe.clear();
-                let ended = stream(
-                    cfg,
-                    ws,
-                    &producer,
-                    &metrics,
-                    &shutdown,
-                    &mut dedupe,
-                    &mut published,
-                    max_trades,
-                )
-                .await?;
+                ingest.dedupe.clear();
+                let ended = ingest.stream(ws).await;
                 if started.elapsed() >= Duration::from_secs_f64(cfg.stable_after_s) {
                     backoff.reset();
                 }
@@ -179,9 +161,6 @@ enum ConnectError {
     Other(String),
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(cfg: &FinnhubConfig, url: &url::Url) -> std::result::Result<Ws, ConnectError> {
     let request = url
         .as_str()
@@ -202,163 +181,6 @@ async fn connect(cfg: &FinnhubConfig, url: &url::Url) -> std::result::Result<Ws,
             code => Err(ConnectError::Other(format!("HTTP {code} at the upgrade"))),
         },
         Ok(Err(e)) => Err(ConnectError::Other(e.to_string())),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn stream(
-    cfg: &FinnhubConfig,
-    mut ws: Ws,
-    producer: &TradeProducer,
-    metrics: &Metrics,
-    shutdown: &Shutdown,
-    dedupe: &mut Dedupe,
-    published: &mut u64,
-    max_trades: Option<u64>,
-) -> Result<Ended> {
-    for symbol in &cfg.symbols {
-        let msg = serde_json::json!({"type": "subscribe", "symbol": symbol}).to_string();
-        if let Err(e) = ws.send(Message::text(msg)).await {
-            log::warn!("subscribe failed: {e}");
-            return Ok(Ended::Reconnect);
-        }
-    }
-    let silence = Duration::from_secs_f64(cfg.silence_timeout_s);
-    let mut buf = String::with_capacity(256);
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.wait() => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
-                return Ok(Ended::Stop);
-            }
-            next = tokio::time::timeout(silence, ws.next()) => next,
-        };
-        let message = match next {
-            Err(_) => {
-                metrics.incr("silence_timeouts");
-                log::warn!(
-                    "no message for {silence:?}; the connection is presumed dead, reconnecting"
-                );
-                return Ok(Ended::Reconnect);
-            }
-            Ok(None) => {
-                log::warn!("server closed the connection");
-                return Ok(Ended::Reconnect);
-            }
-            Ok(Some(Err(tungstenite::Error::Capacity(e)))) => {
-                metrics.incr("rejected");
-                producer
-                    .send_dead_letter(Reject::Oversized.as_str(), &e.to_string(), "ingest")
-                    .await;
-                log::warn!("oversized frame refused ({e}); reconnecting");
-                return Ok(Ended::Reconnect);
-            }
-            Ok(Some(Err(e))) => {
-                log::warn!("connection lost: {}", redact_url(&e.to_string()));
-                return Ok(Ended::Reconnect);
-            }
-            Ok(Some(Ok(m))) => m,
-        };
-        let received = Instant::now();
-        match message {
-            Message::Text(text) => {
-                if metrics.get("first_frame_unix_us") == 0 {
-                    metrics.set("first_frame_unix_us", crate::record::now_us());
-                }
-                metrics.incr("frames");
-                metrics.add("bytes", text.len() as u64);
-                if dedupe.is_duplicate(&text, received) {
-                    metrics.incr("duplicates");
-                    continue;
-                }
-                let done = handle_text(
-                    &text, received, producer, metrics, &mut buf, published, max_trades,
-                )
-                .await;
-                if done {
-                    shutdown.trigger();
-                }
-            }
-            Message::Binary(bytes) => {
-                metrics.incr("frames");
-                metrics.incr("rejected");
-                producer
-                    .send_dead_letter(
-                        Reject::BinaryFrame.as_str(),
-                        &String::from_utf8_lossy(&bytes),
-                        "ingest",
-                    )
-                    .await;
-            }
-            Message::Ping(_) => {
-                // tungstenite queued the pong; push it out now rather than on the next write.
-                let _ = ws.flush().await;
-            }
-            Message::Close(frame) => {
-                log::warn!("server sent close: {frame:?}");
-                return Ok(Ended::Reconnect);
-            }
-            Message::Pong(_) | Message::Frame(_) => {}
-        }
-    }
-}
-
-/// Handles one text frame; returns true when `max_trades` has been reached.
-async fn handle_text(
-    text: &str,
-    received: Instant,
-    producer: &TradeProducer,
-    metrics: &Metrics,
-    buf: &mut String,
-    published: &mut u64,
-    max_trades: Option<u64>,
-) -> bool {
-    match frame::parse(text) {
-        Ok(Frame::Trades { trades, rejected }) => {
-            let received_ms = now_ms();
-            for trade in &trades {
-                if max_trades.is_some_and(|m| *published >= m) {
-                    return true;
-                }
-                buf.clear();
-                trade.write_json(received_ms, Source::Finnhub, buf);
-                if !producer
-                    .send_trade(&trade.symbol, buf.as_bytes(), received)
-                    .await
-                {
-                    continue;
-                }
-                metrics.incr("trades");
-                *published += 1;
-            }
-            for bad in rejected {
-                metrics.incr("rejected");
-                producer
-                    .send_dead_letter(bad.reason.as_str(), bad.raw, "ingest")
-                    .await;
-            }
-            max_trades.is_some_and(|m| *published >= m)
-        }
-        Ok(Frame::Ping) => {
-            metrics.incr("pings");
-            false
-        }
-        Ok(Frame::Error(msg)) => {
-            metrics.incr("server_errors");
-            log::warn!("finnhub error: {msg}");
-            false
-        }
-        Ok(Frame::Other { .. }) => {
-            metrics.incr("other_messages");
-            false
-        }
-        Err(reason) => {
-            metrics.incr("rejected");
-            producer
-                .send_dead_letter(reason.as_str(), text, "ingest")
-                .await;
-            false
-        }
     }
 }
 

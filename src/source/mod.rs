@@ -7,6 +7,7 @@ pub mod dedupe;
 pub mod frame;
 pub mod quotes;
 pub mod simulator;
+mod stream;
 
 pub use client::run_ingest;
 

@@ -21,6 +21,7 @@ from services import stack_down, stack_up, warm_broker
 from stages.ingest import bench_latency_at_rate, bench_ws_to_kafka
 from stages.pipeline import bench_end_to_end, bench_soak
 from stages.sink import bench_kafka_to_s3
+from stages.sink_lag import bench_sink_lag
 from stages.transform import bench_jsonl_to_parquet
 
 
@@ -104,6 +105,16 @@ def main() -> int:
                     f" {cores} |"
                 )
             sections += [*lines, ""]
+            lag_s, lag_rates = (5 if args.quick else 20), [1_000.0, 10_000.0]
+            print(f"Kafka → S3 lag: {lag_s} s at each of {lag_rates} records/s × {rounds} rounds", file=sys.stderr)
+            lines = bench_sink_lag(state, lag_rates, lag_s, rounds)
+            sections += [
+                f"### Kafka → S3 lag at a steady rate (100 / 10 s; {lag_s} s of records keyed by 8 symbols over 3 "
+                "partitions; each record from its production to its object stored)",
+                "",
+                *lines,
+                "",
+            ]
         if "etl" in stages:
             print(f"JSONL → Parquet: {n_etl:,} rows × {rounds} rounds", file=sys.stderr)
             rows = bench_jsonl_to_parquet(n_etl, rounds, work)

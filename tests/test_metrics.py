@@ -49,6 +49,7 @@ def test_producer_and_sink_serve_their_counters_while_they_run(stack: Stack, tmp
         STOCKPIPE_SINK_OUTPUT=f"file://{tmp_path}/lake",
     )
     ports = {"producer": _free_port(), "sink": _free_port()}
+    started = time.time()
     sim = Simulator("--symbols", "AAPL,MSFT,NVDA", "--rate", "400", "--duration", "40")
     procs = {
         "producer": subprocess.Popen(
@@ -108,6 +109,10 @@ def test_producer_and_sink_serve_their_counters_while_they_run(stack: Stack, tmp
     assert last["stockpipe_producer_ack_latency_seconds_count"] >= last["stockpipe_producer_records_acked_total"]
     assert 0 < last["stockpipe_producer_ack_latency_seconds_sum"]
 
+    # When the first record was read and a batch last written: in the run, in that order.
+    first_read = sink[-1]["stockpipe_sink_first_record_timestamp_seconds"]
+    last_write = sink[-1]["stockpipe_sink_last_write_timestamp_seconds"]
+    assert started < first_read < last_write <= time.time(), (started, first_read, last_write)
     assigned = max(s["stockpipe_sink_partitions_assigned"] for s in sink)
     assert assigned == 3
     with_lag = [s for s in sink if any(k.startswith("stockpipe_sink_partition_lag_records{") for k in s)]

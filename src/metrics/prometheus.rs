@@ -130,6 +130,8 @@ pub static SINK: Stage = Stage {
         gauge("lag", "lag_records", 1.0, "records in Kafka not yet written"),
         gauge("buffered", "buffered_records", 1.0, "records read and not yet written"),
         gauge("oldest_buffered_ms", "oldest_buffered_seconds", 1e-3, "age of the oldest buffered record"),
+        unix_us("first_record_unix_us", "first_record_timestamp_seconds", "when the first record was read"),
+        unix_us("last_write_unix_us", "last_write_timestamp_seconds", "when a batch's objects were last written"),
     ],
     per_partition: Some(("lag_p", "partition_lag_records", "records in Kafka not yet written, by partition")),
     latency: None,

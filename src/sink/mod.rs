@@ -38,6 +38,9 @@ pub const COUNTERS: &[&str] = &[
     "buffered",
     // 1 once the brokers answered (and the dead-letter topic exists).
     "kafka_ready",
+    // When the first record was read, and when a write last completed (µs since the epoch).
+    "first_record_unix_us",
+    "last_write_unix_us",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,8 @@ pub(super) struct Sink {
     generations: u64,
     /// Partitions whose pending batch can start writing (reused buffer).
     ready: Vec<i32>,
+    /// Whether a record was read yet (its time is a gauge).
+    read_any: bool,
 }
 
 /// The dead-letter producer, made when the first record needs it.
@@ -100,6 +102,7 @@ impl Sink {
             done_rx,
             generations: 0,
             ready: Vec::new(),
+            read_any: false,
         }
     }
 
@@ -328,6 +331,11 @@ impl Sink {
             }
         };
         if st.push(offset, line) {
+            if !self.read_any {
+                self.read_any = true;
+                self.metrics
+                    .set("first_record_unix_us", crate::record::now_us());
+            }
             self.metrics.incr("records_in");
         } else {
             self.metrics.incr("redelivered");

@@ -16,6 +16,8 @@ pub(super) struct Done {
     generation: u64,
     batch: Batch,
     result: Result<Written>,
+    /// When the write ended (µs since the epoch).
+    ended_us: u64,
 }
 
 impl Sink {
@@ -40,6 +42,7 @@ impl Sink {
                 generation,
                 batch,
                 result,
+                ended_us: crate::record::now_us(),
             });
             inflight.end(p);
         });
@@ -54,6 +57,7 @@ impl Sink {
             generation,
             batch,
             result,
+            ended_us,
         } = done;
         match self.parts.get_mut(&p) {
             Some(st) if st.generation == generation => st.inflight = None,
@@ -71,6 +75,10 @@ impl Sink {
                 self.metrics.add("bytes", bytes as u64);
                 self.metrics
                     .add("records_written", batch.lines.len() as u64);
+                // Partitions' writes end in any order; keep the latest.
+                if ended_us > self.metrics.get("last_write_unix_us") {
+                    self.metrics.set("last_write_unix_us", ended_us);
+                }
                 let mut tpl = TopicPartitionList::new();
                 let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(batch.end + 1));
                 if consumer.commit(&tpl, CommitMode::Async).is_ok() {

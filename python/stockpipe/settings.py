@@ -119,8 +119,8 @@ class SinkSettings:
 
     output: str = _opt("file://./stockpipe-data/kafka.stock.market.project", "s3://bucket/prefix or file:///path")
     raw_prefix: str = _opt("raw.data", "prefix of raw objects")
-    batch_size: int = _opt(100, "records per object")
-    batch_seconds: float = _opt(10.0, "close a batch after this many seconds")
+    batch_size: int = _opt(100, "records per object (each object holds one Kafka partition's records)")
+    batch_seconds: float = _opt(10.0, "close a partition's batch this many seconds after its first record")
     batch_bytes: int = _opt(8 << 20, "close a batch at this many bytes")
     gzip: bool = _opt(False, "gzip objects")
     sse: str = _opt("AES256", "AES256, aws:kms or none")

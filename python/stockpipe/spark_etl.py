@@ -106,7 +106,7 @@ def _parse_object(key: str, day_iso: str, body: bytes) -> Iterator[tuple[Any, ..
             )
 
 
-Objects = list[tuple[str, int]]
+_Objects = list[tuple[str, int]]
 """A day's raw objects: (key, size), sorted."""
 
 
@@ -115,12 +115,12 @@ def _selected_days(
     date: str | None,
     since: str | None,
     days: Iterable[dt.date] | None,
-) -> dict[dt.date, Objects]:
+) -> dict[dt.date, _Objects]:
     """Step 1: the raw objects of the days asked for, by day."""
     want_date = dt.date.fromisoformat(date) if date else None
     want_since = dt.date.fromisoformat(since) if since else None
     only = set(days) if days is not None else None
-    by_day: dict[dt.date, Objects] = {}
+    by_day: dict[dt.date, _Objects] = {}
     for key, size in listing:
         if not key.endswith((".jsonl", ".jsonl.gz")):
             continue
@@ -132,7 +132,7 @@ def _selected_days(
     return {day: sorted(by_day[day]) for day in sorted(by_day)}
 
 
-def _unchanged(manifest: bytes | None, inputs: Objects) -> bool:
+def _unchanged(manifest: bytes | None, inputs: _Objects) -> bool:
     """Step 2: whether a day's manifest was written by these rules from exactly these objects."""
     if manifest is None:
         return False
@@ -144,7 +144,7 @@ def _unchanged(manifest: bytes | None, inputs: Objects) -> bool:
         return False
 
 
-def _parse(spark: Any, src: HadoopFS, todo: dict[dt.date, Objects], raw_prefix: str) -> Any:
+def _parse(spark: Any, src: HadoopFS, todo: dict[dt.date, _Objects], raw_prefix: str) -> Any:
     """Step 3: every non-blank line of the objects, cleaned or quarantined, one row each."""
     paths = {src.uri(k): (k, day.isoformat()) for day, objs in todo.items() for k, _ in objs}
     files = spark.read.format("binaryFile").load(list(paths))
@@ -230,7 +230,7 @@ def _day_counts(parsed: Any, rows: Any) -> dict[str, dict[str, int]]:
 
 
 def _write_manifest(
-    dst: HadoopFS, day: dt.date, inputs: Objects, counts: dict[str, int], prefixes: tuple[str, str]
+    dst: HadoopFS, day: dt.date, inputs: _Objects, counts: dict[str, int], prefixes: tuple[str, str]
 ) -> dict[str, int]:
     """Step 5, last: the day's manifest (what it was built from and into); returns its totals."""
     processed_prefix, quarantine_prefix = prefixes

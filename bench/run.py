@@ -114,8 +114,9 @@ def main() -> int:
                 "",
                 "A record's lag is its object's `LastModified` (the S3 server's clock) minus the time it was produced; "
                 f"after the measured {lag_s} s, records keep coming at up to 1,000/s until the contender has committed "
-                "every measured one, so no batch of them waits for the 10 s timer. The ratio column is the contender's "
-                "lag over stockpipe's (above 1: stockpipe's is lower).",
+                "every measured one, so no batch of them waits for the 10 s timer. Each percentile is the upper median "
+                "of the runs' (of two, the worse). The ratio column is the contender's lag over stockpipe's (above 1: "
+                "stockpipe's is lower).",
                 "",
                 *lines,
                 "",

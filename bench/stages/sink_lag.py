@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -20,8 +21,9 @@ CONTENDERS = [
     ("confluent-kafka + boto3", "confluent_sink.py"),
     ("seed: kafka-python + boto3", "seed_sink.py"),
 ]
-#: After the measured records, this many more at the same pace (or less) close the batches that
-#: hold the last measured ones by count, as a live stream would, rather than by the 10 s timer.
+#: After the measured records, more follow at this rate (or the measured one, if lower) until they
+#: are all written: the batches holding the last of them close by count, as in a live stream, not
+#: by the 10 s timer.
 FILL_RATE = 1_000.0
 
 
@@ -140,7 +142,9 @@ def bench_sink_lag(state: dict[str, Any], rates: list[float], seconds: float, ro
                 ensure_topic(bootstrap, topic)
                 cmd = [PY, str(HERE / "contenders" / script), bootstrap, topic, group, endpoint, bucket, prefix,
                        str(10**12), "100", "10", "300"]  # fmt: skip
-                proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                # Its log goes to a file: a pipe nobody reads would stall a contender that logs a lot.
+                log = tempfile.TemporaryFile()
+                proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
                 try:
                     _wait_for_group(bootstrap, group)
                     paced = _Paced(bootstrap, topic)
@@ -154,6 +158,10 @@ def bench_sink_lag(state: dict[str, Any], rates: list[float], seconds: float, ro
                     # second more: the seed commits what it polled, a little ahead of its writes.
                     paced.send(min(rate, FILL_RATE), seconds * 4 + 60, measured=False, until=caught_up)
                     paced.send(min(rate, FILL_RATE), 1.0, measured=False)
+                    if proc.poll() is not None:
+                        log.seek(0)
+                        tail = log.read().decode(errors="replace")[-3000:]
+                        raise RuntimeError(f"sink lag: {script} exited ({proc.returncode}):\n{tail}")
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     try:
@@ -161,6 +169,7 @@ def bench_sink_lag(state: dict[str, Any], rates: list[float], seconds: float, ro
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.wait()
+                    log.close()
                 lags = _lags(state, bucket, prefix, paced.measured)
                 results.setdefault((rate, name), []).append((lags, paced.measured))
                 print(
@@ -175,6 +184,7 @@ def bench_sink_lag(state: dict[str, Any], rates: list[float], seconds: float, ro
     ]
 
     def med(values: list[float]) -> float:
+        """The upper median: with two runs the worse percentile, never an average of two."""
         return sorted(values)[len(values) // 2]
 
     for (rate, name), runs in results.items():

@@ -47,6 +47,14 @@ impl Metrics {
         }
     }
 
+    /// Raises gauge `name` to `v` if it is below (a latest time set from several threads or in
+    /// any order).
+    pub fn raise(&self, name: &'static str, v: u64) {
+        if let Some(c) = self.counters.get(name) {
+            c.fetch_max(v, Ordering::Relaxed);
+        }
+    }
+
     /// Replaces every labelled gauge that starts with `prefix` by `values`.
     pub fn set_labelled(&self, prefix: &str, values: impl IntoIterator<Item = (String, u64)>) {
         drop(self.replace_labelled(prefix, values));
@@ -240,6 +248,16 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raised_gauge_keeps_the_largest_value() {
+        let m = Metrics::new(&["last"]);
+        m.raise("last", 30);
+        m.raise("last", 10);
+        assert_eq!(m.get("last"), 30);
+        m.raise("last", 40);
+        assert_eq!(m.get("last"), 40);
+    }
 
     #[test]
     fn a_total_set_with_its_parts_is_read_with_them() {

@@ -76,9 +76,7 @@ impl Sink {
                 self.metrics
                     .add("records_written", batch.lines.len() as u64);
                 // Partitions' writes end in any order; keep the latest.
-                if ended_us > self.metrics.get("last_write_unix_us") {
-                    self.metrics.set("last_write_unix_us", ended_us);
-                }
+                self.metrics.raise("last_write_unix_us", ended_us);
                 let mut tpl = TopicPartitionList::new();
                 let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(batch.end + 1));
                 if consumer.commit(&tpl, CommitMode::Async).is_ok() {

@@ -449,6 +449,69 @@ def test_a_redshift_query_reads_stock_prices_from_the_schema_load_writes() -> No
             warehouse.query("SELECT 1", "redshift://stockpipe-wg/dev", config=cfg, redshift_data_client=client)
 
 
+def _as_data_api(value: Any) -> tuple[dict[str, Any], str]:
+    """A value as the Redshift Data API sends it, with its column's typeName."""
+    if value is None:
+        return {"isNull": True}, "numeric"
+    if isinstance(value, bool):
+        return {"booleanValue": value}, "bool"
+    if isinstance(value, int):
+        return {"longValue": value}, "int8"
+    if isinstance(value, float):
+        return {"doubleValue": value}, "float8"
+    if isinstance(value, Decimal):
+        return {"stringValue": str(value)}, "numeric"
+    if isinstance(value, dt.datetime):  # Redshift prints no trailing zeros of the fraction, none for whole seconds
+        text = value.strftime("%Y-%m-%d %H:%M:%S") + (
+            f".{value.microsecond:06d}".rstrip("0") if value.microsecond else ""
+        )
+        return {"stringValue": text}, "timestamp"
+    return {"stringValue": value}, "varchar"
+
+
+@pytest.mark.parametrize("name", ["ohlcv_minute", "volatility", "top_movers", "gaps"])
+def test_a_redshift_query_gives_the_python_values_duckdb_gives(fixed_db: str, name: str) -> None:
+    """The Data API sends numerics and timestamps as strings; a notebook must see the same types from
+    either warehouse (a datetime to format, a Decimal to convert), not text on Redshift."""
+    import boto3
+    from botocore.stub import Stubber
+
+    duck = warehouse.query(name, fixed_db, config=load_config(env={}, use_default_file=False))
+    assert duck.rows
+    encoded = [[_as_data_api(v) for v in row] for row in duck.rows]
+    types = [next((t for (f, t) in col if "isNull" not in f), "numeric") for col in zip(*encoded, strict=True)]
+    cfg = load_config(env={}, use_default_file=False)
+    cfg.warehouse.poll_seconds = 0.0
+    client = boto3.client("redshift-data", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        stub.add_response("execute_statement", {"Id": "q1"}, None)
+        stub.add_response("describe_statement", {"Id": "q1", "Status": "FINISHED"}, {"Id": "q1"})
+        meta = [{"name": c, "typeName": t} for c, t in zip(duck.columns, types, strict=True)]
+        stub.add_response(
+            "get_statement_result",
+            {"Records": [[f for f, _ in row] for row in encoded], "ColumnMetadata": meta},
+            {"Id": "q1"},
+        )
+        red = warehouse.query(name, "redshift://stockpipe-wg/dev", config=cfg, redshift_data_client=client)
+    assert (red.columns, red.rows) == (duck.columns, duck.rows)
+
+
+def test_data_api_strings_become_values_and_unknown_forms_stay_text() -> None:
+    field = redshift._field
+    assert field({"stringValue": "2024-03-08 06:35:09.48"}, "timestamp") == dt.datetime(2024, 3, 8, 6, 35, 9, 480000)
+    assert field({"stringValue": "2024-03-08 06:35:09+00"}, "timestamptz") == dt.datetime(
+        2024, 3, 8, 6, 35, 9, tzinfo=dt.timezone.utc
+    )
+    assert field({"stringValue": "2024-03-08 01:35:09.5-05:30"}, "timestamptz") == dt.datetime(
+        2024, 3, 8, 7, 5, 9, 500000, tzinfo=dt.timezone.utc
+    )
+    assert field({"stringValue": "2024-03-08"}, "date") == dt.date(2024, 3, 8)
+    assert field({"stringValue": "187.50000000"}, "numeric") == Decimal("187.5")
+    assert field({"isNull": True}, "numeric") is None
+    assert field({"stringValue": "infinity"}, "timestamp") == "infinity"
+    assert field({"stringValue": "AAPL"}, "varchar") == "AAPL"
+
+
 def test_a_day_and_a_first_day_exclude_each_other_in_the_api_too(tmp_path: Path) -> None:
     import stockpipe
 

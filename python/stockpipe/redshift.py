@@ -4,9 +4,12 @@ identity, through the Redshift Data API (Redshift Serverless, boto3) or a direct
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -234,6 +237,7 @@ class RedshiftData:
 
     def result(self, sid: str) -> Result:
         columns: list[str] = []
+        types: list[str] = []
         rows: list[tuple[Any, ...]] = []
         token: str | None = None
         while True:
@@ -241,8 +245,10 @@ class RedshiftData:
             if token:
                 kwargs["NextToken"] = token
             page = self._call("get_statement_result", **kwargs)
-            columns = columns or [c["name"] for c in page.get("ColumnMetadata", [])]
-            rows.extend(tuple(_field(f) for f in rec) for rec in page.get("Records", []))
+            meta = page.get("ColumnMetadata", [])
+            columns = columns or [c["name"] for c in meta]
+            types = types or [c.get("typeName", "") for c in meta]
+            rows.extend(_row(rec, types) for rec in page.get("Records", []))
             token = page.get("NextToken")
             if not token:
                 return Result(columns, rows)
@@ -259,10 +265,44 @@ def _running(desc: dict[str, Any], seconds: float) -> str:
     return f"redshift: statement {i + 1} of {len(subs)} ({kind}) {sub.get('Status', '?').lower()} | {seconds:.0f} s"
 
 
-def _field(f: dict[str, Any]) -> Any:
+def _row(record: list[dict[str, Any]], types: list[str]) -> tuple[Any, ...]:
+    return tuple(_field(f, types[i] if i < len(types) else "") for i, f in enumerate(record))
+
+
+_TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?(?:([+-]\d\d)(?::?(\d\d))?)?")
+
+
+def _field(f: dict[str, Any], type_name: str) -> Any:
+    """A Data API value as the Python value a direct connection or DuckDB gives for the same column:
+    the API sends numerics, timestamps and dates as strings (``typeName`` says which)."""
     if f.get("isNull"):
         return None
-    for k in ("longValue", "doubleValue", "booleanValue", "stringValue"):
+    for k in ("longValue", "doubleValue", "booleanValue"):
         if k in f:
             return f[k]
-    return None
+    text = f.get("stringValue")
+    if text is None:
+        return None
+    try:
+        if type_name in ("numeric", "decimal"):
+            return decimal.Decimal(text)
+        if type_name in ("timestamp", "timestamptz"):
+            return _timestamp(text)
+        if type_name == "date":
+            return dt.date.fromisoformat(text)
+    except (ValueError, decimal.InvalidOperation):
+        pass  # a form this does not know stays the text it was
+    return text
+
+
+def _timestamp(text: str) -> dt.datetime:
+    """``2024-03-08 06:35:09.486`` (naive, as TIMESTAMP is) or ``2024-03-08 06:35:09+00`` (aware)."""
+    m = _TIMESTAMP.fullmatch(text)
+    if m is None:
+        raise ValueError(text)
+    day, clock, fraction, hours, minutes = m.groups()
+    value = dt.datetime.fromisoformat(f"{day} {clock}").replace(microsecond=int((fraction or "0").ljust(6, "0")))
+    if hours is None:
+        return value
+    offset = dt.timedelta(hours=int(hours), minutes=int(minutes or 0) * (-1 if hours[0] == "-" else 1))
+    return value.replace(tzinfo=dt.timezone(offset))

@@ -33,15 +33,15 @@ wheel: venv  ## the release artefacts in dist/: a manylinux wheel (OpenSSL bundl
 lint: build  ## cargo fmt, clippy, ruff, mypy (and the stub against the built module)
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
-	ruff check python tests glue bench
-	ruff format --check python tests glue bench
+	ruff check python tests glue bench notebooks
+	ruff format --check python tests glue bench notebooks
 	mypy
 	python -m mypy.stubtest stockpipe._native
 
 fmt: venv  ## format Rust and Python
 	cargo fmt
-	ruff format python tests glue bench
-	ruff check --fix python tests glue bench
+	ruff format python tests glue bench notebooks
+	ruff check --fix python tests glue bench notebooks
 
 test-rust:  ## Rust unit, property and fuzz-style tests
 	cargo test --release --quiet

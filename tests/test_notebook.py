@@ -38,10 +38,13 @@ def test_the_analytics_notebook_executes_and_draws(tmp_path: Path, monkeypatch: 
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
 
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 3, "price/trades, candlesticks with VWAP and movers"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    for name in ("price_trades", "candles_vwap", "movers"):
+    gaps = len(warehouse.query("gaps", db, config=cfg))
+    assert gaps > 0, "the raw zone holds a symbol with a gap"
+    drawn = ("price_trades", "candles_vwap", "movers", "moving_averages", "volatility", "gaps")
+    assert len(images) == len(drawn)
+    for name in drawn:
         png = charts / f"{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000, name
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]

@@ -39,9 +39,16 @@ def test_help_works(command: list[str]) -> None:
 def test_stockpipe_entry_point_and_module_help() -> None:
     exe = os.path.join(os.path.dirname(sys.executable), "stockpipe")
     assert "usage: stockpipe" in subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
-    for module in ("stockpipe.producer",):
+    for module, option in (("stockpipe.producer", "--symbols"), ("stockpipe.consumer", "--batch-size")):
         done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
-        assert "--bootstrap-servers" in done.stdout and "--symbols" in done.stdout
+        assert "--bootstrap-servers" in done.stdout and option in done.stdout
+        # The usage line is a command that runs: the module alone, not the module and a command name.
+        assert done.stdout.startswith(f"usage: python -m {module} [-h]"), done.stdout[:80]
+        bad = subprocess.run([sys.executable, "-m", module, "--no-such-flag"], capture_output=True, text=True)
+        assert (bad.returncode, bad.stderr.splitlines()[-1]) == (
+            2,
+            f"python -m {module}: error: unrecognized arguments: --no-such-flag",
+        )
 
 
 USES = {

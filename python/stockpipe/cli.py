@@ -104,7 +104,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
+def build_parser(prog: str = "stockpipe", command: str | None = None) -> argparse.ArgumentParser:
+    """The ``stockpipe`` parser; with ``command``, ``prog`` runs that one command alone
+    (``python -m stockpipe.consumer`` is ``stockpipe sink``), and its usage line says so."""
     parser = _Parser(
         prog=prog, description="Real-time stock-market data pipeline: Finnhub → Kafka → S3 → Parquet → warehouse."
     )
@@ -230,6 +232,8 @@ def build_parser(prog: str = "stockpipe") -> argparse.ArgumentParser:
         help="how long to stream trades (default 60; from the simulator: as many as it sends in that time)",
     )
     p.set_defaults(handler=commands.cmd_demo)
+    if command is not None:
+        sub.choices[command].prog = prog
     return parser
 
 
@@ -249,8 +253,11 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "stockpipe") -> int:
-    parser = build_parser(prog)
+def main(argv: Sequence[str] | None = None, prog: str = "stockpipe", command: str | None = None) -> int:
+    """Runs ``stockpipe ARGV``, or with ``command`` runs ``stockpipe COMMAND ARGV`` under the name ``prog``."""
+    parser = build_parser(prog, command)
+    if command is not None:
+        argv = [command, *(sys.argv[1:] if argv is None else argv)]
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", 0))
     try:

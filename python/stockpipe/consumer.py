@@ -141,7 +141,7 @@ class Sink(Stoppable):
 def main(argv: list[str] | None = None) -> int:
     from stockpipe.cli import main as cli_main
 
-    return cli_main(["sink", *(sys.argv[1:] if argv is None else argv)], prog="python -m stockpipe.consumer")
+    return cli_main(argv, prog="python -m stockpipe.consumer", command="sink")
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ def json_kafka(cfg: Config) -> str:
 def main(argv: list[str] | None = None) -> int:
     from stockpipe.cli import main as cli_main
 
-    return cli_main(["produce", *(sys.argv[1:] if argv is None else argv)], prog="python -m stockpipe.producer")
+    return cli_main(argv, prog="python -m stockpipe.producer", command="produce")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ def test_demo_counts_agree_at_every_stage(tmp_path: Path) -> None:
         "[kafka]\nbootstrap_servers = 192.0.2.1:9093\nsecurity_protocol = sasl_ssl\nsasl_mechanism = PLAIN\n"
         "group_id = production-sink\n[simulate]\nport = 1\nduration_s = 1\n[dev]\nkafka_port = 1\nbrokers = 3\n"
     )
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks/analytics.ipynb").write_text("{}")  # run from a checkout of the repository
     done = subprocess.run(
         [sys.executable, "-m", "stockpipe", "demo", "--seconds", "8"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
@@ -58,6 +60,12 @@ def test_demo_counts_agree_at_every_stage(tmp_path: Path) -> None:
     (chart,) = (tmp_path / "stockpipe-data").rglob("prices.png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "last minute bars of" in done.stdout and re.search(r"\| +open +\|", done.stdout)
+    # The commands to explore further run from anywhere: the warehouse and the notebook by absolute path.
+    assert f"--warehouse duckdb://{db}" in done.stdout
+    assert (
+        f"STOCKPIPE_WAREHOUSE_WAREHOUSE=duckdb://{db} jupyter lab {tmp_path / 'notebooks/analytics.ipynb'}"
+        in done.stdout
+    )
     assert "[1/6]" in done.stderr and "[6/6]" in done.stderr
     # A first run on a fresh stack has nothing to warn about (no routine retry shown as a warning).
     assert " WARNING " not in done.stderr and " ERROR " not in done.stderr, done.stderr[-3000:]

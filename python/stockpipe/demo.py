@@ -263,8 +263,9 @@ def _report(ingested: _Ingested, loaded: _Loaded, sim: _Simulator | None, output
     print("explore further:")
     print(f"  stockpipe query ohlcv_hour --warehouse {loaded.warehouse}")
     print(f"  stockpipe query top_movers --warehouse {loaded.warehouse} --format csv")
-    notebook = "jupyter lab notebooks/analytics.ipynb  (pip install jupyterlab)"
-    print(f"  STOCKPIPE_WAREHOUSE_WAREHOUSE={loaded.warehouse} {notebook}")
+    notebook = Path("notebooks/analytics.ipynb").resolve()
+    if notebook.is_file():  # a checkout of the repository (a wheel ships no notebooks)
+        print(f"  STOCKPIPE_WAREHOUSE_WAREHOUSE={loaded.warehouse} jupyter lab {notebook}  (pip install jupyterlab)")
     print("  stockpipe --help")
     ok = (
         produced.failed == 0

@@ -60,7 +60,11 @@ def test_the_analytics_notebook_executes_and_draws(tmp_path: Path, monkeypatch: 
     assert len(warehouse.query("gaps", db, config=load_config(env={}, use_default_file=False))) > 0
 
     outputs, _ = _execute(tmp_path, db, monkeypatch)
-    _drawn(tmp_path, outputs, ("price_trades", "candles_vwap", "movers", "moving_averages", "volatility", "gaps"))
+    _drawn(
+        tmp_path,
+        outputs,
+        ("price_trades", "candles_vwap", "movers", "moving_averages", "volatility", "gaps", "feed_latency"),
+    )
     shown = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
     assert re.search(rf"^0\s+{rows}\s", shown, re.M), "the summary table counts every loaded trade"
 
@@ -87,4 +91,4 @@ def test_the_notebook_on_a_single_minute_of_trades_says_what_it_cannot_draw(
     # One minute: no symbol has two minute returns, and no symbol paused for a minute.
     assert "no volatility yet" in printed
     assert "no gaps of more than 60 seconds" in printed
-    _drawn(tmp_path, outputs, ("price_trades", "candles_vwap", "movers", "moving_averages"))
+    _drawn(tmp_path, outputs, ("price_trades", "candles_vwap", "movers", "moving_averages", "feed_latency"))

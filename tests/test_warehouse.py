@@ -155,6 +155,35 @@ def test_top_movers_and_gaps(fixed_db: str) -> None:
     ]
 
 
+def test_feed_latency_percentiles(tmp_path: Path) -> None:
+    """received_ts - trade_ts per symbol and minute, percentiles interpolated as Redshift's PERCENTILE_CONT."""
+    folder = tmp_path / "lake/raw.data/year=2024/month=01/day=02"
+    folder.mkdir(parents=True)
+    # A: five trades in one minute, reaching stockpipe 1, 2, 3, 4 and 100 ms late; one more the next minute.
+    late = [("A", ts(10, 0, i), ms) for i, ms in enumerate((4, 1, 100, 3, 2))] + [("A", ts(10, 1, 0), 7)]
+    late.append(("B", ts(10, 0, 30), 0))
+    lines = [
+        f'{{"symbol":"{s}","price":1,"volume":1,"trade_ts":{t},"conditions":[],"received_ts":{t + ms},'
+        f'"source":"finnhub","schema_version":1,"kafka_partition":0,"kafka_offset":{i}}}'
+        for i, (s, t, ms) in enumerate(late)
+    ]
+    (folder / "stock-data+0+0-6.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = load_config(env={}, use_default_file=False)
+    lake = f"file://{tmp_path / 'lake'}"
+    cfg.transform = dataclasses.replace(cfg.transform, input=lake, output=lake)
+    import stockpipe
+
+    assert stockpipe.transform(config=cfg).rows == len(late)
+    db = f"duckdb://{tmp_path}/w.duckdb"
+    warehouse.load(lake, db, config=cfg)
+    # p99 of 1, 2, 3, 4, 100: position 0.99 × 4 = 3.96, so 4 + 0.96 × (100 - 4).
+    assert q("feed_latency", db) == [
+        ("A", at(10, 0), 5, 3.0, pytest.approx(96.16), 100.0),
+        ("A", at(10, 1), 1, 7.0, 7.0, 7.0),
+        ("B", at(10, 0), 1, 0.0, 0.0, 0.0),
+    ]
+
+
 def test_loading_the_same_parquet_twice_keeps_the_row_count(tmp_path: Path) -> None:
     import stockpipe
 
@@ -469,7 +498,7 @@ def _as_data_api(value: Any) -> tuple[dict[str, Any], str]:
     return {"stringValue": value}, "varchar"
 
 
-@pytest.mark.parametrize("name", ["ohlcv_minute", "volatility", "top_movers", "gaps"])
+@pytest.mark.parametrize("name", ["ohlcv_minute", "volatility", "top_movers", "gaps", "feed_latency"])
 def test_a_redshift_query_gives_the_python_values_duckdb_gives(fixed_db: str, name: str) -> None:
     """The Data API sends numerics and timestamps as strings; a notebook must see the same types from
     either warehouse (a datetime to format, a Decimal to convert), not text on Redshift."""

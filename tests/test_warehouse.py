@@ -221,7 +221,10 @@ def test_query_and_load_errors_are_one_line(tmp_path: Path) -> None:
             "unknown query 'nope': expected SQL or one",
         ),
         (["query", "vwap", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"], "no DuckDB warehouse"),
-        (["query", " ", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"], "no query given: expected SQL or one of gaps"),
+        (
+            ["query", " ", "--warehouse", f"duckdb://{tmp_path}/x.duckdb"],
+            f"no query given: expected SQL or one of {', '.join(warehouse.ANALYTICS)}",
+        ),
         (["query", "-- a comment", "--warehouse", f"duckdb://{db}"], "no SQL statement in '-- a comment'"),
         (["query", ";", "--warehouse", f"duckdb://{db}"], "no SQL statement in ';'"),
         (["query", "nope", "--warehouse", "postgres://x"], "expected duckdb:///path or redshift://"),

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 SYMBOLS = "AAPL,MSFT,AMZN,NVDA,TSLA,META,GOOG,BINANCE:BTCUSDT"
+
+
+def stop_all(procs: list[subprocess.Popen[Any]], timeout: float) -> None:
+    """SIGTERM to each process in order (as Ctrl-C: SIGINT may be ignored in a background job), then
+    waits for each up to ``timeout`` seconds and kills what is still running."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -15,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from harness import fitted_drift, fmt, pct
+from harness import fitted_drift, fmt, pct, stop_all
 from services import Simulator, ensure_topic, pipeline_env, start_stage
 
 
@@ -100,13 +98,7 @@ def bench_end_to_end(state: dict[str, Any], rate: float, seconds: float, work: P
                 raise RuntimeError(f"end to end: a stage exited early; see {work}/e2e-*.log")
             time.sleep(0.5)
     finally:
-        for proc in procs[::-1]:
-            proc.send_signal(signal.SIGTERM)  # as Ctrl-C (SIGINT may be ignored in a background job)
-        for proc in procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs[::-1], 60)
         sim.close()
         stop.set()
         for th in threads:
@@ -147,13 +139,7 @@ def bench_soak(state: dict[str, Any], seconds: float, work: Path) -> list[str]:
                 samples[name].append((t, psutil.Process(proc.pid).memory_info().rss / 2**20))
             time.sleep(min(1.0, max(0.0, seconds - t)))
     finally:
-        for proc in procs.values():
-            proc.send_signal(signal.SIGTERM)  # as Ctrl-C (SIGINT may be ignored in a background job)
-        for proc in procs.values():
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(list(procs.values()), 60)
         sim.close()
     from confluent_kafka import Consumer, TopicPartition
 

@@ -4,7 +4,6 @@ records produced at a paced rate, each record's lag from its production to its o
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from harness import HERE, PY, SYMBOLS, fmt, pct
+from harness import HERE, PY, SYMBOLS, fmt, pct, stop_all
 from services import aws_env, ensure_topic
 
 CONTENDERS = [
@@ -163,12 +162,7 @@ def bench_sink_lag(state: dict[str, Any], rates: list[float], seconds: float, ro
                         tail = log.read().decode(errors="replace")[-3000:]
                         raise RuntimeError(f"sink lag: {script} exited ({proc.returncode}):\n{tail}")
                 finally:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+                    stop_all([proc], 30)
                     log.close()
                 lags = _lags(state, bucket, prefix, paced.measured)
                 results.setdefault((rate, name), []).append((lags, paced.measured))

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from stockpipe import load_config, rules
+from stockpipe.aws import NO_AWS_CREDENTIALS
 from stockpipe.etl import RUST_TRANSFORM_KEYS
 
 from .conftest import PORT_OFFSET, ROOT, Stack, cli
@@ -326,6 +327,31 @@ def test_spark_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Pat
     errors = [line for line in missing.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "no-such-bucket-here" in errors[0], missing.stderr[-3000:]
     assert "Traceback" not in missing.stderr and "\tat org." not in missing.stderr
+    # No credentials for S3A's chain: the same line as the other commands give.
+    env = no_aws_credentials(tmp_path, stack.env)
+    unsigned = cli("etl", "--engine", "spark", "--input", uri, "--output", uri, env=env, check=False)
+    assert unsigned.returncode == 1, unsigned.stderr[-3000:]
+    assert unsigned.stderr.strip().splitlines()[-1] == f"python -m stockpipe: error: spark: {NO_AWS_CREDENTIALS}"
+
+
+def no_aws_credentials(tmp_path: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this environment) where the AWS SDKs' default credential chains find nothing."""
+    keys = ("AWS_", "STOCKPIPE_S3_ACCESS_KEY_ID", "STOCKPIPE_S3_SECRET_ACCESS_KEY", "STOCKPIPE_S3_SESSION_TOKEN")
+    env = {k: v for k, v in (base if base is not None else os.environ).items() if not k.startswith(keys)}
+    none = str(tmp_path / "none")
+    return dict(env, AWS_CONFIG_FILE=none, AWS_SHARED_CREDENTIALS_FILE=none, AWS_EC2_METADATA_DISABLED="true")
+
+
+def test_no_aws_credentials_is_one_line_for_the_rust_engine_and_the_sink(tmp_path: Path) -> None:
+    env = no_aws_credentials(tmp_path)
+    server = ["--s3-endpoint-url", "http://127.0.0.1:9"]  # never reached: the request is not signed
+    done = cli("etl", "--input", "s3://b/p", "--output", f"file://{tmp_path}", *server, env=env, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == f"python -m stockpipe: error: list s3://b/p/raw.data/: {NO_AWS_CREDENTIALS}"
+    # The sink: at start, before it waits for Kafka, as for a bucket that is not there.
+    done = cli("sink", "--output", "s3://b/p", *server, "--bootstrap-servers", "127.0.0.1:9", env=env, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == f"python -m stockpipe: error: sink: cannot write to s3://b/p: {NO_AWS_CREDENTIALS}"
 
 
 def test_etl_command_errors_are_one_line(tmp_path: Path) -> None:
@@ -394,14 +420,15 @@ def test_an_interrupted_spark_run_ends_in_one_line_and_its_days_are_rebuilt_next
 
     import stockpipe
 
-    write_raw(tmp_path, clean_per_day=100_000, objects_per_day=4)
-    assert stockpipe.transform(config=cfg_for(tmp_path)).days == len(DAYS)
-    before = read_rows(tmp_path)
-    manifests = [tmp_path / f"processed.data/_manifest/{day.isoformat()}.json" for day in DAYS]
-    lake = f"file://{tmp_path}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_")}
-    job = [sys.executable, "-m", "stockpipe", "etl", "--engine", "spark", "--full", "--input", lake, "--output", lake]
-    proc = subprocess.Popen(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # The lake of the embedded defaults, file://./stockpipe-data/…, relative to the command's directory.
+    lake = tmp_path / "stockpipe-data" / "kafka.stock.market.project"
+    write_raw(lake, clean_per_day=100_000, objects_per_day=4)
+    assert stockpipe.transform(config=cfg_for(lake)).days == len(DAYS)
+    before = read_rows(lake)
+    manifests = [lake / f"processed.data/_manifest/{day.isoformat()}.json" for day in DAYS]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "STOCKPIPE_TRANSFORM_"))}
+    job = [sys.executable, "-m", "stockpipe", "etl", "--engine", "spark", "--full"]
+    proc = subprocess.Popen(job, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 600
         while all(m.exists() for m in manifests):  # a day's rebuild starts by removing its manifest
@@ -415,8 +442,47 @@ def test_an_interrupted_spark_run_ends_in_one_line_and_its_days_are_rebuilt_next
     assert "interrupted: cancelling Spark's jobs" in err and "Traceback" not in err, err[-3000:]
     # The days it did not finish kept no manifest, so even a run without --full rebuilds them.
     assert not any(m.exists() for m in manifests)
-    assert stockpipe.transform(config=cfg_for(tmp_path)).days == len(DAYS)
-    assert read_rows(tmp_path) == before
+    assert stockpipe.transform(config=cfg_for(lake)).days == len(DAYS)
+    assert read_rows(lake) == before
+
+
+def test_a_relative_file_lake_is_absolute_for_hadoop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stockpipe.spark_local import hadoop_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert hadoop_uri("file://./stockpipe-data/lake") == f"file://{tmp_path}/stockpipe-data/lake"
+    assert hadoop_uri("file://lake") == f"file://{tmp_path}/lake"
+    assert hadoop_uri(f"file://{tmp_path}/x") == f"file://{tmp_path}/x"
+    assert hadoop_uri("s3://bucket/prefix") == "s3a://bucket/prefix"
+
+
+@pytest.mark.spark
+def test_an_exception_pyspark_converts_ends_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PySpark raises some JVM exceptions as classes of its own, not as Py4JJavaError."""
+    from pyspark.errors.exceptions.captured import IllegalArgumentException
+
+    import stockpipe
+    from stockpipe import spark_local
+
+    class Session:
+        stopped = False
+
+        def stop(self) -> None:
+            Session.stopped = True
+
+    def fails(*_args: object, **_kwargs: object) -> dict[str, int]:
+        raise IllegalArgumentException(desc="Wrong FS: file://x/y, expected: file:///", stackTrace="\tat org.apache…")
+
+    from pyspark import SparkContext
+
+    monkeypatch.setattr(SparkContext, "_jvm", object())  # the exception's constructor asserts a JVM
+    monkeypatch.setattr(spark_local, "local_session", lambda **_kwargs: Session())
+    monkeypatch.setattr(spark_local, "run", fails)
+    write_raw(tmp_path, clean_per_day=10, objects_per_day=1)
+    with pytest.raises(stockpipe.TransformError) as caught:
+        stockpipe.transform(f"file://{tmp_path}", f"file://{tmp_path}", engine="spark")
+    assert str(caught.value) == "spark: IllegalArgumentException: Wrong FS: file://x/y, expected: file:///"
+    assert Session.stopped
 
 
 # ---------------------------------------------------------------- Glue catalog, crawler and job

@@ -102,8 +102,16 @@ def local_session(
 
 
 def hadoop_uri(uri: str) -> str:
-    """``s3://`` → ``s3a://`` for Spark outside Glue (Glue's own ``s3://`` is EMRFS)."""
-    return "s3a://" + uri[len("s3://") :] if uri.startswith("s3://") else uri
+    """A lake URI as Hadoop on a local Spark reads it: ``s3://`` → ``s3a://`` (Glue's own ``s3://`` is
+    EMRFS), and a relative ``file://`` path, such as the embedded default ``file://./stockpipe-data/…``,
+    made absolute (Hadoop would take ``.`` for a host)."""
+    import os
+
+    if uri.startswith("s3://"):
+        return "s3a://" + uri[len("s3://") :]
+    if uri.startswith("file://") and not uri.startswith("file:///"):
+        return "file://" + os.path.abspath(uri[len("file://") :])
+    return uri
 
 
 def run_local(
@@ -127,6 +135,7 @@ def run_local(
     try:
         import pyspark  # noqa: F401
         from py4j.protocol import Py4JError, Py4JJavaError  # type: ignore[import-untyped]
+        from pyspark.errors.exceptions.captured import CapturedException
     except ImportError:
         raise ConfigError("--engine spark needs pyspark: pip install 'pyspark==3.5.4'") from None
     uses_s3 = tc.input.startswith("s3://") or tc.output.startswith("s3://")
@@ -160,11 +169,18 @@ def run_local(
                     since=since,
                     full=full,
                 )
-            except Py4JError as exc:
+            except (Py4JError, CapturedException) as exc:
                 if interrupted.is_set():  # Spark's jobs were cancelled: the days not done keep no manifest
                     raise KeyboardInterrupt from None
                 if isinstance(exc, Py4JJavaError):
-                    raise TransformError(f"spark: {_java_reason(exc.java_exception.toString())}") from None
+                    why = exc.java_exception.toString()
+                    if "NoAuthWithAWSException" in why:  # S3A's credential chain had nothing
+                        from stockpipe.aws import NO_AWS_CREDENTIALS
+
+                        why = NO_AWS_CREDENTIALS
+                    raise TransformError(f"spark: {_java_reason(why)}") from None
+                if isinstance(exc, CapturedException):  # a JVM exception PySpark converts to its own class
+                    raise TransformError(f"spark: {type(exc).__name__}: {_first_line(exc.desc)}") from None
                 raise
     finally:
         spark.stop()

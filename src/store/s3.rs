@@ -143,11 +143,13 @@ impl S3Store {
                     Error::S3 { message, .. } => message,
                     other => other.to_string(),
                 };
-                match status {
-                    Some(300..=499) if !matches!(status, Some(408 | 429)) => {
-                        Err(Probe::Refused(error))
-                    }
-                    _ => Err(Probe::Unreachable(error)),
+                // No credentials to sign with will not change by waiting, like a 4xx answer.
+                let refused = no_credentials(&e).is_some()
+                    || matches!(status, Some(300..=499) if !matches!(status, Some(408 | 429)));
+                if refused {
+                    Err(Probe::Refused(error))
+                } else {
+                    Err(Probe::Unreachable(error))
                 }
             }
             Err(_) => Err(Probe::Unreachable("no answer within 10s".into())),
@@ -179,22 +181,55 @@ fn s3_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
             se.err().message().unwrap_or("service error"),
             se.err().code().unwrap_or("?")
         ),
-        other => {
-            let mut msg = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            msg
-        }
+        other => no_credentials(other).unwrap_or_else(|| chain(other)),
     };
     Error::S3 {
         op,
         uri: format!("s3://{bucket}/{key}"),
         message,
     }
+}
+
+/// What a user reads when the SDK found no credentials to sign with; the same words as the Python
+/// side's `stockpipe.aws.NO_AWS_CREDENTIALS`.
+const NO_CREDENTIALS: &str = "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+    (or [s3] access_key_id and secret_access_key), or AWS_PROFILE, or run where an IAM role applies";
+
+/// An error and its sources, joined by ": ".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// The one line for a request that failed before it was sent because the SDK's credential chain
+/// (environment, profile, web identity, container, instance role) had nothing; the chain's own
+/// report lists every provider on a line of its own. A provider that failed (rather than had
+/// nothing) is named after the line.
+fn no_credentials(e: &dyn std::error::Error) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(ce) = s.downcast_ref::<CredentialsError>() {
+            return Some(match ce {
+                CredentialsError::CredentialsNotLoaded(_) => NO_CREDENTIALS.to_string(),
+                failed => {
+                    let why = chain(failed);
+                    format!(
+                        "{NO_CREDENTIALS} ({})",
+                        why.lines().next().unwrap_or_default()
+                    )
+                }
+            });
+        }
+        src = s.source();
+    }
+    None
 }
 
 /// The key pair of `[s3]` (with its session token, for temporary credentials), when set; else

@@ -124,6 +124,8 @@ def test_producer_flags_named_by_the_contract() -> None:
         (["produce", "--ws-url", "wss://ws.finnhub.io"], "no Finnhub API key"),
         (["dev", "env"], "not running"),
         (["dev", "up", "--sasl"], "--sasl needs --tls"),
+        (["dev", "chaos", "--scenario", "nope"], "unknown scenario(s) nope; see --list"),
+        (["produce", "--symbols", ","], "[finnhub] symbols = [] (from flag --symbols): expected at least one symbol"),
         (["demo", "--seconds", "-1"], "--seconds -1: must be greater than zero"),
         (["demo", "--seconds", "0"], "--seconds 0: must be greater than zero"),
         (["demo", "--seconds", "nan"], "--seconds nan: must be greater than zero"),

@@ -108,6 +108,11 @@ def test_seed_layout_loads_and_finnhub_env_alias(tmp_path: Path) -> None:
         ),
         ({"STOCKPIPE_DEV_S3_PORT": "0"}, "[dev] s3_port = 0"),
         (
+            {"STOCKPIPE_FINNHUB_SYMBOLS": " , "},
+            "[finnhub] symbols = [] (from env STOCKPIPE_FINNHUB_SYMBOLS): expected at least one symbol",
+        ),
+        ({"STOCKPIPE_SIMULATE_SYMBOLS": ""}, "[simulate] symbols = [] (from env STOCKPIPE_SIMULATE_SYMBOLS)"),
+        (
             {"STOCKPIPE_KAFKA_TOPIC": "stock data"},
             "[kafka] topic = 'stock data' (from env STOCKPIPE_KAFKA_TOPIC): expected",
         ),

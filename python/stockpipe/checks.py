@@ -111,6 +111,9 @@ def _source(cfg: Config) -> None:
     """The Finnhub client, the producer and the simulator."""
     if cfg.finnhub.backoff_max_s < cfg.finnhub.backoff_initial_s:
         _fail(cfg, "finnhub", "backoff_max_s", "must be at least backoff_initial_s")
+    for section in ("finnhub", "simulate"):
+        if not getattr(cfg, section).symbols:
+            _fail(cfg, section, "symbols", "expected at least one symbol (comma separated)")
     if cfg.producer.mode not in ("ws", "quotes"):
         _fail(cfg, "producer", "mode", "expected ws or quotes")
     if cfg.simulate.disconnect_every_s is not None and cfg.simulate.disconnect_every_s <= 0:

@@ -34,7 +34,7 @@ from stockpipe.dev import stack
 from stockpipe.dev.audit import Result, check, identity, read_ledger, table
 from stockpipe.dev.faults import SCENARIOS, FaultProxy, Scenario
 from stockpipe.dev.watch import Proc, first_notice, progress_after
-from stockpipe.exceptions import DevStackError
+from stockpipe.exceptions import ConfigError, DevStackError
 
 Say = Callable[[str], None]
 SYMBOLS = "AAPL,MSFT,AMZN,NVDA,TSLA,BINANCE:BTCUSDT,OANDA:EUR_USD,IC MARKETS:1"
@@ -373,7 +373,7 @@ def run(
     chosen = [s for s in SCENARIOS if not names or s.name in names]
     unknown = set(names or []) - {s.name for s in SCENARIOS}
     if unknown:
-        raise DevStackError(f"unknown scenario(s) {', '.join(sorted(unknown))}; see --list")
+        raise ConfigError(f"unknown scenario(s) {', '.join(sorted(unknown))}; see --list")
     chaos = Chaos(cfg, workdir or Path(cfg.dev.home) / "chaos-work", say)
     chaos.up()
     results = []

@@ -311,3 +311,13 @@ def test_a_config_file_that_does_not_parse_is_named_with_its_line(tmp_path: Path
     with pytest.raises(ConfigError) as info:
         load_config(ini, env={}, use_default_file=False)
     assert str(info.value) == f"config file {ini}, {message}"
+
+
+def test_the_stages_default_to_the_loaded_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stockpipe
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.ini").write_text("[kafka]\ntopic = from-the-file\n")
+    monkeypatch.setenv("STOCKPIPE_SINK_BATCH_SIZE", "7")
+    for stage in (stockpipe.Producer(), stockpipe.Sink()):
+        assert (stage.config.kafka.topic, stage.config.sink.batch_size) == ("from-the-file", 7)

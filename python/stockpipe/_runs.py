@@ -66,10 +66,11 @@ atexit.register(stop_all)
 class Stoppable:
     """A stage whose runs can be stopped from any thread (the producer, the sink)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config | None = None) -> None:
         from stockpipe import _native
+        from stockpipe.config import load_config
 
-        self.config = config
+        self.config = config if config is not None else load_config()
         self._stop = _native.StopHandle()
 
     def stop(self) -> None:

@@ -103,15 +103,16 @@ class Sink(Stoppable):
     """Writes the trade topic to object storage with the Rust sink.
 
     Args:
-        config: the effective configuration (``[kafka]``, ``[sink]``, ``[s3]``).
+        config: the effective configuration (``[kafka]``, ``[sink]``, ``[s3]``);
+            by default :func:`~stockpipe.load_config`'s (``config.ini``, the environment).
 
     Example (in the background, e.g. from a notebook):
-        >>> sink = Sink(load_config())  # doctest: +SKIP
+        >>> sink = Sink()  # doctest: +SKIP
         >>> worker = threading.Thread(target=sink.run)  # doctest: +SKIP
         >>> worker.start(); ...; sink.stop(); worker.join()  # doctest: +SKIP
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
 
     def run(

@@ -129,15 +129,16 @@ class Producer(Stoppable):
     """Streams trades into Kafka with the Rust ingest client.
 
     Args:
-        config: the effective configuration (``[finnhub]``, ``[kafka]``, ``[producer]``).
+        config: the effective configuration (``[finnhub]``, ``[kafka]``, ``[producer]``);
+            by default :func:`~stockpipe.load_config`'s (``config.ini``, the environment).
 
     Example (in the background, e.g. from a notebook):
-        >>> producer = Producer(load_config())  # doctest: +SKIP
+        >>> producer = Producer()  # doctest: +SKIP
         >>> worker = threading.Thread(target=producer.run)  # doctest: +SKIP
         >>> worker.start(); ...; producer.stop(); worker.join()  # doctest: +SKIP
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
 
     def run(

@@ -3,6 +3,7 @@
 
 use super::{Encryption, Error, ObjectMeta, Probe, Put, Result};
 use crate::config::S3Config;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption};
@@ -143,8 +144,13 @@ impl S3Store {
                     Error::S3 { message, .. } => message,
                     other => other.to_string(),
                 };
-                // No credentials to sign with will not change by waiting, like a 4xx answer.
-                let refused = no_credentials(&e).is_some()
+                // Credentials that no provider of the chain has will not appear by waiting, like a
+                // 4xx answer; a provider that failed (an instance role's endpoint) may recover.
+                let unsigned = matches!(
+                    credentials_error(&e),
+                    Some(CredentialsError::CredentialsNotLoaded(_))
+                );
+                let refused = unsigned
                     || matches!(status, Some(300..=499) if !matches!(status, Some(408 | 429)));
                 if refused {
                     Err(Probe::Refused(error))
@@ -207,29 +213,33 @@ fn chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// The one line for a request that failed before it was sent because the SDK's credential chain
-/// (environment, profile, web identity, container, instance role) had nothing; the chain's own
-/// report lists every provider on a line of its own. A provider that failed (rather than had
-/// nothing) is named after the line.
-fn no_credentials(e: &dyn std::error::Error) -> Option<String> {
-    use aws_credential_types::provider::error::CredentialsError;
+/// The error of the SDK's credential chain (environment, profile, web identity, container,
+/// instance role) that kept a request from being signed, if that is why it failed.
+fn credentials_error(e: &dyn std::error::Error) -> Option<&CredentialsError> {
     let mut src = e.source();
     while let Some(s) = src {
         if let Some(ce) = s.downcast_ref::<CredentialsError>() {
-            return Some(match ce {
-                CredentialsError::CredentialsNotLoaded(_) => NO_CREDENTIALS.to_string(),
-                failed => {
-                    let why = chain(failed);
-                    format!(
-                        "{NO_CREDENTIALS} ({})",
-                        why.lines().next().unwrap_or_default()
-                    )
-                }
-            });
+            return Some(ce);
         }
         src = s.source();
     }
     None
+}
+
+/// The one line for a request the credential chain kept from being signed (its own report lists
+/// every provider on a line of its own). A provider that failed, rather than had nothing, is
+/// named after the line.
+fn no_credentials(e: &dyn std::error::Error) -> Option<String> {
+    Some(match credentials_error(e)? {
+        CredentialsError::CredentialsNotLoaded(_) => NO_CREDENTIALS.to_string(),
+        failed => {
+            let why = chain(failed);
+            format!(
+                "{NO_CREDENTIALS} ({})",
+                why.lines().next().unwrap_or_default()
+            )
+        }
+    })
 }
 
 /// The key pair of `[s3]` (with its session token, for temporary credentials), when set; else

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import stockpipe
 from stockpipe._status import WAITING_FOR_KAFKA
 from stockpipe.cli import NOT_READ_BY, build_parser
 from stockpipe.config import env_names, fields_of, flag_for
@@ -44,6 +45,8 @@ def test_stockpipe_entry_point_and_module_help() -> None:
         assert "--bootstrap-servers" in done.stdout and option in done.stdout
         # The usage line is a command that runs: the module alone, not the module and a command name.
         assert done.stdout.startswith(f"usage: python -m {module} [-h]"), done.stdout[:80]
+        version = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
+        assert (version.returncode, version.stdout) == (0, f"stockpipe {stockpipe.__version__}\n")
         bad = subprocess.run([sys.executable, "-m", module, "--no-such-flag"], capture_output=True, text=True)
         assert (bad.returncode, bad.stderr.splitlines()[-1]) == (
             2,

@@ -234,6 +234,7 @@ def build_parser(prog: str = "stockpipe", command: str | None = None) -> argpars
     p.set_defaults(handler=commands.cmd_demo)
     if command is not None:
         sub.choices[command].prog = prog
+        sub.choices[command].add_argument("--version", action="version", version=f"stockpipe {__version__}")
     return parser
 
 

@@ -36,6 +36,14 @@ def cli(
     return done
 
 
+def no_aws_credentials(tmp_path: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this environment) where the AWS SDKs' default credential chains find nothing."""
+    keys = ("AWS_", "STOCKPIPE_S3_ACCESS_KEY_ID", "STOCKPIPE_S3_SECRET_ACCESS_KEY", "STOCKPIPE_S3_SESSION_TOKEN")
+    env = {k: v for k, v in (base if base is not None else os.environ).items() if not k.startswith(keys)}
+    none = str(tmp_path / "none")
+    return dict(env, AWS_CONFIG_FILE=none, AWS_SHARED_CREDENTIALS_FILE=none, AWS_EC2_METADATA_DISABLED="true")
+
+
 class Stack:
     """A running dev stack and the environment that points commands at it."""
 

@@ -26,7 +26,7 @@ from stockpipe import load_config, rules
 from stockpipe.aws import NO_AWS_CREDENTIALS
 from stockpipe.etl import RUST_TRANSFORM_KEYS
 
-from .conftest import PORT_OFFSET, ROOT, Stack, cli
+from .conftest import PORT_OFFSET, ROOT, Stack, cli, no_aws_credentials
 from .transform_helpers import DAYS, write_raw
 
 
@@ -334,14 +334,6 @@ def test_spark_engine_reads_and_writes_the_s3_server(stack: Stack, tmp_path: Pat
     assert unsigned.stderr.strip().splitlines()[-1] == f"python -m stockpipe: error: spark: {NO_AWS_CREDENTIALS}"
 
 
-def no_aws_credentials(tmp_path: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this environment) where the AWS SDKs' default credential chains find nothing."""
-    keys = ("AWS_", "STOCKPIPE_S3_ACCESS_KEY_ID", "STOCKPIPE_S3_SECRET_ACCESS_KEY", "STOCKPIPE_S3_SESSION_TOKEN")
-    env = {k: v for k, v in (base if base is not None else os.environ).items() if not k.startswith(keys)}
-    none = str(tmp_path / "none")
-    return dict(env, AWS_CONFIG_FILE=none, AWS_SHARED_CREDENTIALS_FILE=none, AWS_EC2_METADATA_DISABLED="true")
-
-
 def test_no_aws_credentials_is_one_line_for_the_rust_engine_and_the_sink(tmp_path: Path) -> None:
     env = no_aws_credentials(tmp_path)
     server = ["--s3-endpoint-url", "http://127.0.0.1:9"]  # never reached: the request is not signed
@@ -620,9 +612,9 @@ def test_glue_commands_explain_missing_settings(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Glue reads S3" in done.stderr
     done = cli("glue", "deploy", "--lake", "s3://b/p", "--glue-endpoint-url", "http://127.0.0.1:9", check=False)
     assert done.returncode == 2 and "[glue] role is not set" in done.stderr
-    no_keys = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    no_keys.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
-    done = cli("glue", "run", "--glue-endpoint-url", "http://127.0.0.1:9", env=no_keys, check=False)
+    done = cli(
+        "glue", "run", "--glue-endpoint-url", "http://127.0.0.1:9", env=no_aws_credentials(tmp_path), check=False
+    )
     assert done.returncode == 1 and "get_job: no AWS credentials: set AWS_ACCESS_KEY_ID" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 

@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from stockpipe import load_config, redshift, warehouse
 from stockpipe.exceptions import ConfigError, WarehouseError
 
-from .conftest import Stack, cli
+from .conftest import Stack, cli, no_aws_credentials
 from .transform_helpers import write_raw
 
 D = dt.date(2024, 1, 2)
@@ -242,11 +241,9 @@ def test_query_and_load_errors_are_one_line(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stderr)
         assert text in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert "gaps, moving_average" in cli("query", "--help").stdout
-    no_keys = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    no_keys.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
     args = ["load", "--input", "s3://b/p", "--warehouse", "redshift://stockpipe-wg/dev"]
     args += ["--iam-role", "arn:aws:iam::1:role/r"]
-    done = cli(*args, "--s3-endpoint-url", "http://127.0.0.1:9", env=no_keys, check=False)
+    done = cli(*args, "--s3-endpoint-url", "http://127.0.0.1:9", env=no_aws_credentials(tmp_path), check=False)
     assert done.returncode == 1 and "cannot list s3://b/p/processed.data/" in done.stderr, done.stderr
     assert "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in done.stderr
     assert "Traceback" not in done.stderr

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from stockpipe.checks import validate
-from stockpipe.config import Config
+from stockpipe.config import Config, load_config
 
 if TYPE_CHECKING:
     from stockpipe._native import StopHandle
@@ -68,7 +68,6 @@ class Stoppable:
 
     def __init__(self, config: Config | None = None) -> None:
         from stockpipe import _native
-        from stockpipe.config import load_config
 
         self.config = config if config is not None else load_config()
         self._stop = _native.StopHandle()

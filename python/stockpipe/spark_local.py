@@ -173,12 +173,7 @@ def run_local(
                 if interrupted.is_set():  # Spark's jobs were cancelled: the days not done keep no manifest
                     raise KeyboardInterrupt from None
                 if isinstance(exc, Py4JJavaError):
-                    why = exc.java_exception.toString()
-                    if "NoAuthWithAWSException" in why:  # S3A's credential chain had nothing
-                        from stockpipe.aws import NO_AWS_CREDENTIALS
-
-                        why = NO_AWS_CREDENTIALS
-                    raise TransformError(f"spark: {_java_reason(why)}") from None
+                    raise TransformError(f"spark: {_java_reason(exc.java_exception.toString())}") from None
                 if isinstance(exc, CapturedException):  # a JVM exception PySpark converts to its own class
                     raise TransformError(f"spark: {type(exc).__name__}: {_first_line(exc.desc)}") from None
                 raise
@@ -326,9 +321,13 @@ def _last_error_line(log: Path) -> str | None:
 
 def _java_reason(text: str) -> str:
     """A JVM exception as one short line: its class without the package, its message without the
-    AWS SDK's request details."""
+    AWS SDK's request details; S3A finding no credentials, in the words the other commands use."""
     import re
 
+    if "NoAuthWithAWSException" in text:  # S3A's credential chain had nothing
+        from stockpipe.aws import NO_AWS_CREDENTIALS
+
+        return NO_AWS_CREDENTIALS
     line = _first_line(text).split(" (Service: ", 1)[0]
     return re.sub(r"^(?:[a-z0-9_]+\.)+(?=[A-Z])", "", line)
 

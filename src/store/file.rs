@@ -3,6 +3,7 @@
 //! fails on an existing name.
 
 use super::{Error, ObjectMeta, Put, Result};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// A directory holding objects at their keys.
@@ -91,6 +92,7 @@ fn write_file(root: &Path, path: &Path, key: &str, body: &[u8], create_new: bool
     };
     let dir = path.parent().unwrap_or(root);
     std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
+    make_durable(root, dir).map_err(|e| io("sync directory", e))?;
     let name = key.rsplit('/').next().unwrap_or(key);
     let tmp = dir.join(format!(".tmp-{name}-{}", rand::random::<u64>()));
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
@@ -109,10 +111,35 @@ fn write_file(root: &Path, path: &Path, key: &str, body: &[u8], create_new: bool
             .map_err(|e| io("rename", e))
     };
     let _ = std::fs::remove_file(&tmp);
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    let put = result?;
+    // The name is durable only once its directory is: a failure here fails the put.
+    sync_dir(dir).map_err(|e| io("sync directory", e))?;
+    Ok(put)
+}
+
+/// A directory's entry lives in its parent: each directory below the root that holds an object is
+/// synced into its parent once (whoever made it, and again after a failed attempt), or a day
+/// directory could vanish on power loss after its objects' offsets were committed.
+fn make_durable(root: &Path, dir: &Path) -> std::io::Result<()> {
+    static DURABLE: std::sync::Mutex<BTreeSet<PathBuf>> = std::sync::Mutex::new(BTreeSet::new());
+    let below: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| *d != root && d.starts_with(root))
+        .collect();
+    for d in below.into_iter().rev() {
+        if DURABLE.lock().is_ok_and(|s| s.contains(d)) {
+            continue;
+        }
+        sync_dir(d.parent().unwrap_or(root))?;
+        if let Ok(mut s) = DURABLE.lock() {
+            s.insert(d.to_path_buf());
+        }
     }
-    result
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {

@@ -30,6 +30,9 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    /// An object that must exist and parse (a claim found in the way) does not.
+    #[error("{key}: {why}")]
+    Unreadable { key: String, why: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -100,6 +103,7 @@ impl Store {
                 bucket: bucket.to_string(),
                 prefix: prefix.trim_matches('/').to_string(),
                 encryption,
+                conditional: Default::default(),
             }))
         } else if let Some(path) = uri.strip_prefix("file://") {
             if path.is_empty() {
@@ -148,7 +152,11 @@ impl Store {
     /// region: the server's 4xx answers); `Err(Unreachable)`, that it did not answer (yet).
     pub async fn probe(&self) -> std::result::Result<(), Probe> {
         match self {
-            Store::S3(s) => s.probe().await,
+            Store::S3(s) => {
+                s.probe().await?;
+                s.check_conditional().await
+            }
+            // `link(2)` never replaces a name.
             Store::File(_) => Ok(()),
         }
     }

@@ -16,6 +16,9 @@ pub struct S3Store {
     pub(super) bucket: String,
     pub(super) prefix: String,
     pub(super) encryption: Encryption,
+    /// Whether the server honours `If-None-Match: *`, checked once before the first create-only
+    /// PUT (see [`S3Store::check_conditional`]).
+    pub(super) conditional: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl S3Store {
@@ -30,11 +33,34 @@ impl S3Store {
 
     pub async fn put(&self, key: &str, body: Vec<u8>, create_new: bool) -> Result<Put> {
         let full = self.key(key);
+        if create_new {
+            if let Err(Probe::Refused(why) | Probe::Unreachable(why)) =
+                self.check_conditional().await
+            {
+                return Err(Error::S3 {
+                    op: "put",
+                    uri: format!("s3://{}/{full}", self.bucket),
+                    message: why,
+                });
+            }
+        }
+        match self.send_put(&full, body, create_new).await {
+            Ok(put) => Ok(put),
+            Err(e) => Err(s3_error("put", &self.bucket, &full, &e)),
+        }
+    }
+
+    async fn send_put(
+        &self,
+        full: &str,
+        body: Vec<u8>,
+        create_new: bool,
+    ) -> std::result::Result<Put, PutError> {
         let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(&full)
+            .key(full)
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .body(ByteStream::from(body));
         if create_new {
@@ -52,12 +78,56 @@ impl S3Store {
         match req.customize().disable_payload_signing().send().await {
             Ok(_) => Ok(Put::Created),
             Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                if create_new && matches!(status, Some(412) | Some(409)) {
-                    return Ok(Put::AlreadyExists);
+                // 412: the key exists. A 409 (ConditionalRequestConflict) says another
+                // conditional write to the key is still in flight and must be retried: neither
+                // writer knows yet whether its object will exist, so it is an error, not "exists".
+                if create_new && e.raw_response().map(|r| r.status().as_u16()) == Some(412) {
+                    Ok(Put::AlreadyExists)
+                } else {
+                    Err(e)
                 }
-                Err(s3_error("put", &self.bucket, &full, &e))
             }
+        }
+    }
+
+    /// The sink's claims rest on "create only if absent": a server that ignores `If-None-Match`
+    /// (an older S3-compatible one) would let two writers both claim. Checked once per store, at
+    /// start or, when the server did not answer then, before the first create-only PUT.
+    pub async fn check_conditional(&self) -> std::result::Result<(), Probe> {
+        self.conditional
+            .get_or_try_init(|| self.probe_conditional())
+            .await
+            .map(|_| ())
+    }
+
+    async fn probe_conditional(&self) -> std::result::Result<(), Probe> {
+        let full = self.key(&format!(
+            "_stockpipe/probe/{:016x}.json",
+            rand::random::<u64>()
+        ));
+        let put = || async {
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                self.send_put(&full, b"{}".to_vec(), true),
+            )
+            .await
+            {
+                Ok(Ok(put)) => Ok(put),
+                Ok(Err(e)) => Err(classify(&self.bucket, &full, &e)),
+                Err(_) => Err(Probe::Unreachable("no answer within 10s".into())),
+            }
+        };
+        put().await?;
+        let second = put().await;
+        let _ = self.delete_full(&full).await;
+        match second? {
+            Put::AlreadyExists => Ok(()),
+            Put::Created => Err(Probe::Refused(format!(
+                "s3://{}/{full}: the server does not honour conditional writes \
+                 (If-None-Match: *): a second create-only PUT replaced the first, so the sink \
+                 could not write every record exactly once there",
+                self.bucket
+            ))),
         }
     }
 
@@ -138,40 +208,53 @@ impl S3Store {
             .send();
         match tokio::time::timeout(Duration::from_secs(10), request).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                let error = match s3_error("list", &self.bucket, &self.prefix, &e) {
-                    Error::S3 { message, .. } => message,
-                    other => other.to_string(),
-                };
-                // Credentials that no provider of the chain has will not appear by waiting, like a
-                // 4xx answer; a provider that failed (an instance role's endpoint) may recover.
-                let unsigned = matches!(
-                    credentials_error(&e),
-                    Some(CredentialsError::CredentialsNotLoaded(_))
-                );
-                let refused = unsigned
-                    || matches!(status, Some(300..=499) if !matches!(status, Some(408 | 429)));
-                if refused {
-                    Err(Probe::Refused(error))
-                } else {
-                    Err(Probe::Unreachable(error))
-                }
-            }
+            Ok(Err(e)) => Err(classify(&self.bucket, &self.prefix, &e)),
             Err(_) => Err(Probe::Unreachable("no answer within 10s".into())),
         }
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
-        let full = self.key(key);
+        self.delete_full(&self.key(key)).await
+    }
+
+    async fn delete_full(&self, full: &str) -> Result<()> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
-            .key(&full)
+            .key(full)
             .send()
             .await
-            .map_err(|e| s3_error("delete", &self.bucket, &full, &e))?;
+            .map_err(|e| s3_error("delete", &self.bucket, full, &e))?;
         Ok(())
+    }
+}
+
+type PutError = aws_sdk_s3::error::SdkError<
+    aws_sdk_s3::operation::put_object::PutObjectError,
+    aws_sdk_s3::config::http::HttpResponse,
+>;
+
+/// A refusal (a 4xx answer, or credentials no provider has: waiting will not help) or an outage.
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    bucket: &str,
+    key: &str,
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Probe {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let error = match s3_error("probe", bucket, key, e) {
+        Error::S3 { message, .. } => message,
+        other => other.to_string(),
+    };
+    // Credentials that no provider of the chain has will not appear by waiting, like a 4xx
+    // answer; a provider that failed (an instance role's endpoint) may recover.
+    let unsigned = matches!(
+        credentials_error(e),
+        Some(CredentialsError::CredentialsNotLoaded(_))
+    );
+    if unsigned || matches!(status, Some(300..=499) if !matches!(status, Some(408 | 429))) {
+        Probe::Refused(error)
+    } else {
+        Probe::Unreachable(error)
     }
 }
 

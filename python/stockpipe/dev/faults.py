@@ -126,6 +126,153 @@ class FaultProxy:
         self.server.close()
 
 
+class HttpFaultProxy:
+    """An HTTP/1.1 proxy in front of the S3 server that reads each request whole and can answer chosen
+    ones itself: ``conflict_claims(n)`` answers the next ``n`` conditional PUTs of sink claims with
+    409 ConditionalRequestConflict (what S3 says to a conditional write racing another), without
+    forwarding them; ``ignore_conditions`` answers every conditional PUT with 200 itself, as a store
+    that ignores ``If-None-Match`` would; ``fail_puts`` answers every PUT with 503 SlowDown while reads
+    still work. The counters say how often each fault fired."""
+
+    CONFLICT = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code>'
+        b"<Message>A conflicting operation occurred. Please retry.</Message></Error>"
+    )
+
+    def __init__(self, upstream: int) -> None:
+        import socket
+
+        self.upstream = upstream
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._conflicts_left = 0
+        self.conflicts = 0
+        self.forwarded = 0
+        self.ignore_conditions = False
+        self.fail_puts = False
+        self.slowdowns = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def conflict_claims(self, n: int) -> None:
+        with self._lock:
+            self._conflicts_left = n
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _read_head(f: Any) -> tuple[bytes, dict[str, str]] | None:
+        """The start line and headers of one HTTP message, and the headers by lower-case name."""
+        head = b""
+        while True:
+            line = f.readline(65537)
+            if not line:
+                return None
+            head += line
+            if line in (b"\r\n", b"\n"):
+                break
+        headers = {}
+        for raw in head.decode("latin-1").split("\r\n")[1:]:
+            if ":" in raw:
+                k, v = raw.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        return head, headers
+
+    @staticmethod
+    def _read_body(f: Any, headers: dict[str, str], until_close: bool) -> bytes:
+        if "content-length" in headers:
+            return bytes(f.read(int(headers["content-length"])))
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body: bytes = b""
+            while True:
+                size_line = bytes(f.readline())
+                body += size_line
+                if int(size_line.split(b";")[0].strip() or b"0", 16) == 0:
+                    while (trailer := bytes(f.readline())) not in (b"\r\n", b"\n", b""):
+                        body += trailer
+                    return body + b"\r\n"
+                body += f.read(int(size_line.split(b";")[0].strip(), 16) + 2)
+        return bytes(f.read()) if until_close else b""
+
+    def _serve(self, client: Any) -> None:
+        import socket
+
+        upstream = None
+        try:
+            cf = client.makefile("rb")
+            while not self._closed:
+                got = self._read_head(cf)
+                if got is None:
+                    return
+                head, headers = got
+                method, path = head.split(b" ", 2)[:2]
+                if headers.get("expect", "").lower() == "100-continue":
+                    client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    kept = [ln for ln in head.split(b"\r\n") if ln and not ln.lower().startswith(b"expect:")]
+                    head = b"\r\n".join(kept) + b"\r\n\r\n"
+                body = self._read_body(cf, headers, until_close=False)
+                if method == b"PUT" and self.fail_puts:
+                    with self._lock:
+                        self.slowdowns += 1
+                    client.sendall(
+                        b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                        + f"Content-Length: {len(FaultProxy.BODY)}\r\n\r\n".encode()
+                        + FaultProxy.BODY
+                    )
+                    continue
+                if method == b"PUT" and "if-none-match" in headers and self.ignore_conditions:
+                    # A store that ignores If-None-Match: every conditional PUT "succeeds".
+                    client.sendall(b'HTTP/1.1 200 OK\r\nETag: "0"\r\nContent-Length: 0\r\n\r\n')
+                    continue
+                if method == b"PUT" and "if-none-match" in headers and b"/_stockpipe/claims/" in path:
+                    with self._lock:
+                        conflict = self._conflicts_left > 0
+                        if conflict:
+                            self._conflicts_left -= 1
+                            self.conflicts += 1
+                    if conflict:
+                        client.sendall(
+                            b"HTTP/1.1 409 Conflict\r\nContent-Type: application/xml\r\n"
+                            + f"Content-Length: {len(self.CONFLICT)}\r\n\r\n".encode()
+                            + self.CONFLICT
+                        )
+                        continue
+                if upstream is None:
+                    upstream = socket.create_connection(("127.0.0.1", self.upstream))
+                    uf = upstream.makefile("rb")
+                upstream.sendall(head + body)
+                answer = self._read_head(uf)
+                if answer is None:
+                    return
+                r_head, r_headers = answer
+                status = int(r_head.split(b" ", 2)[1])
+                no_body = method == b"HEAD" or status in (204, 304)
+                r_body = b"" if no_body else self._read_body(uf, r_headers, until_close=True)
+                client.sendall(r_head + r_body)
+                with self._lock:
+                    self.forwarded += 1
+        except (OSError, ValueError, IndexError):
+            pass
+        finally:
+            for sock in (client, upstream):
+                if sock is not None:
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.server.close()
+
+
 # -- the scenarios ---------------------------------------------------------------------------------
 
 

@@ -38,6 +38,14 @@ impl Claim {
             self.batches.iter().map(|b| (b[0], b[1])).collect()
         }
     }
+
+    /// The raw prefix and compression its objects were named with, so that honouring the claim
+    /// rewrites the same keys whatever the settings are now. None when it names no object.
+    pub fn layout(&self) -> Option<(&str, bool)> {
+        let key = self.objects.first()?;
+        let prefix = &key[..key.rfind("/year=")?];
+        Some((prefix, key.ends_with(".gz")))
+    }
 }
 
 pub fn claims_prefix(topic: &str, partition: i32) -> String {
@@ -46,6 +54,13 @@ pub fn claims_prefix(topic: &str, partition: i32) -> String {
 
 pub fn claim_key(topic: &str, partition: i32, start: i64) -> String {
     format!("{}{start:020}.json", claims_prefix(topic, partition))
+}
+
+/// A claim's name is its start offset, 20 digits: anything else in the folder is not a claim.
+fn is_claim_key(key: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    name.strip_suffix(".json")
+        .is_some_and(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Topic names are `[a-zA-Z0-9._-]`; keep keys safe for any store anyway.
@@ -75,18 +90,23 @@ pub async fn try_claim(store: &Store, claim: &Claim) -> crate::store::Result<Cla
     let body = serde_json::to_vec(claim).unwrap_or_default();
     match store.put(&key, body, true).await? {
         Put::Created => Ok(Claimed::Ours),
-        Put::AlreadyExists => {
-            let existing = read_claim(store, &key).await?;
-            Ok(existing.map(Claimed::Theirs).unwrap_or(Claimed::Ours))
-        }
+        // The claim that exists decides, so it must be read: one that vanished or does not parse
+        // is an error (the write is retried), never taken as ours, which would let two writers
+        // cut the same records differently.
+        Put::AlreadyExists => read_claim(store, &key).await.map(Claimed::Theirs),
     }
 }
 
-async fn read_claim(store: &Store, key: &str) -> crate::store::Result<Option<Claim>> {
-    Ok(store
+async fn read_claim(store: &Store, key: &str) -> crate::store::Result<Claim> {
+    let unreadable = |why: String| crate::store::Error::Unreadable {
+        key: key.to_string(),
+        why,
+    };
+    let bytes = store
         .get(key)
         .await?
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+        .ok_or_else(|| unreadable("exists for a conditional write but not for a read".into()))?;
+    serde_json::from_slice(&bytes).map_err(|e| unreadable(format!("not a claim ({e})")))
 }
 
 /// Where a newly assigned partition resumes, and the claim (if any) it must honour first.
@@ -110,7 +130,7 @@ pub async fn resume(
     let prefix = claims_prefix(topic, partition);
     let after = committed.map(|c| claim_key(topic, partition, c.saturating_sub(1)));
     let listed = store.list(&prefix, after.as_deref()).await?;
-    let last = listed.iter().rev().find(|m| m.key.ends_with(".json"));
+    let last = listed.iter().rev().find(|m| is_claim_key(&m.key));
     let Some(last) = last else {
         return Ok(Resume {
             offset: committed,
@@ -118,14 +138,87 @@ pub async fn resume(
         });
     };
     let claim = read_claim(store, &last.key).await?;
-    match claim {
-        Some(c) if committed.is_none_or(|off| c.start >= off) => Ok(Resume {
-            offset: Some(c.start),
-            adopt: Some(c),
-        }),
-        _ => Ok(Resume {
+    if committed.is_none_or(|off| claim.start >= off) {
+        Ok(Resume {
+            offset: Some(claim.start),
+            adopt: Some(claim),
+        })
+    } else {
+        Ok(Resume {
             offset: committed,
             adopt: None,
-        }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Encryption;
+
+    async fn file_store() -> Store {
+        let dir = std::env::temp_dir().join(format!("stockpipe-claims-{}", rand::random::<u64>()));
+        let s3 = crate::config::S3Config {
+            endpoint_url: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            force_path_style: true,
+        };
+        Store::open(&format!("file://{}", dir.display()), &s3, Encryption::None)
+            .await
+            .unwrap()
+    }
+
+    fn claim(start: i64, end: i64, objects: &[&str]) -> Claim {
+        Claim {
+            topic: "t".into(),
+            partition: 0,
+            start,
+            end,
+            objects: objects.iter().map(|s| s.to_string()).collect(),
+            records: (end - start + 1) as usize,
+            batches: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_existing_claim_that_cannot_be_read_is_an_error_never_ours() {
+        let store = file_store().await;
+        let c = claim(0, 9, &[]);
+        store
+            .put(&claim_key("t", 0, 0), b"{not json".to_vec(), false)
+            .await
+            .unwrap();
+        let got = try_claim(&store, &c).await;
+        assert!(
+            matches!(got, Err(crate::store::Error::Unreadable { .. })),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn resume_reads_only_claims_not_other_files_in_their_folder() {
+        let store = file_store().await;
+        assert_eq!(
+            try_claim(&store, &claim(0, 9, &[])).await.unwrap(),
+            Claimed::Ours
+        );
+        let stray = format!("{}notes.json", claims_prefix("t", 0));
+        store.put(&stray, b"hello".to_vec(), false).await.unwrap();
+        let r = resume(&store, "t", 0, None).await.unwrap();
+        assert_eq!((r.offset, r.adopt.map(|c| c.end)), (Some(0), Some(9)));
+    }
+
+    #[test]
+    fn a_claim_knows_the_prefix_and_compression_of_its_objects() {
+        let c = claim(
+            0,
+            9,
+            &["raw/v1/year=2026/month=12/day=06/t+0+00000000000000000000-00000000000000000009.jsonl.gz"],
+        );
+        assert_eq!(c.layout(), Some(("raw/v1", true)));
+        assert_eq!(claim(0, 9, &[]).layout(), None);
     }
 }

@@ -112,11 +112,15 @@ impl PartitionState {
         if self.next_offset.is_some_and(|n| offset < n) {
             return false;
         }
-        self.next_offset = Some(offset + 1);
         if self.start.is_none() {
-            self.start = Some(offset);
+            // A batch starts where the previous one ended (or where the partition resumed), not
+            // at the first record delivered: offsets a consumer never sees (transaction markers,
+            // aborted or compacted records) would otherwise let two writers claim the same
+            // records under different start offsets.
+            self.start = Some(self.next_offset.unwrap_or(offset));
             self.opened_at = Some(Instant::now());
         }
+        self.next_offset = Some(offset + 1);
         self.end = offset;
         self.records += 1;
         if let Some(line) = line {
@@ -124,6 +128,12 @@ impl PartitionState {
             self.lines.push(line);
         }
         true
+    }
+
+    /// Holds more than `max` records and may pause for it. A partition honouring a claim must
+    /// read up to the claim's end first, however far that is: pausing it would stall it for good.
+    pub fn over(&self, max: usize) -> bool {
+        self.adopt.is_none() && self.buffered() > max
     }
 
     pub fn buffered(&self) -> usize {
@@ -371,6 +381,53 @@ mod tests {
         assert!(p
             .should_close(&policy(3, 1 << 20, Duration::from_secs(10)), true, now)
             .is_none());
+    }
+
+    #[test]
+    fn a_batch_starts_where_the_previous_ended_across_unseen_offsets() {
+        // Resumed at 10, which is a transaction marker: the first record delivered is 11, and
+        // the batch still starts at 10, as any other writer resuming there would start it.
+        let mut p = PartitionState::new(0, Some(10), None);
+        p.push(11, line(11));
+        p.push(12, line(12));
+        let b = p.take().unwrap();
+        assert_eq!((b.start, b.end, b.cuts.clone()), (10, 12, vec![(10, 12)]));
+        // 13 is a marker too: the next batch starts at 13.
+        p.push(14, line(14));
+        let b = p.take().unwrap();
+        assert_eq!((b.start, b.end), (13, 14));
+    }
+
+    #[test]
+    fn an_adopted_claim_whose_first_offsets_are_gone_still_closes() {
+        // Retention or DeleteRecords removed 5..=7 after the claim was made.
+        let mut p = PartitionState::new(0, Some(5), Some(claim(5, 9)));
+        for o in 8..11 {
+            p.push(o, line(o));
+        }
+        let far = Instant::now() + Duration::from_secs(100);
+        assert_eq!(
+            p.should_close(&policy(100, 1 << 20, Duration::from_secs(10)), false, far),
+            Some(Close::Claim)
+        );
+        let b = p.take().unwrap();
+        assert_eq!((b.start, b.end, b.lines.len()), (5, 9, 2));
+    }
+
+    #[test]
+    fn a_partition_honouring_a_claim_never_counts_as_over_its_limit() {
+        let mut p = PartitionState::new(0, Some(0), Some(claim(0, 999)));
+        for o in 0..500 {
+            p.push(o, line(o));
+        }
+        assert!(!p.over(150), "it must read to the claim's end");
+        p.push(999, line(999));
+        let b = p.take().unwrap();
+        assert_eq!(b.end, 999);
+        for o in 1000..1200 {
+            p.push(o, line(o));
+        }
+        assert!(p.over(150));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -51,20 +51,27 @@ pub(super) enum Event {
 /// stopped writing before its new owner resumes from the claims.
 #[derive(Default)]
 pub(super) struct InFlight {
-    partitions: Mutex<BTreeSet<i32>>,
+    /// Writes in flight per partition: a count, since a write of an earlier assignment that
+    /// outlived its revoke may still end while the partition's next write runs.
+    partitions: Mutex<BTreeMap<i32, usize>>,
     done: Condvar,
 }
 
 impl InFlight {
     pub(super) fn begin(&self, p: i32) {
         if let Ok(mut s) = self.partitions.lock() {
-            s.insert(p);
+            *s.entry(p).or_default() += 1;
         }
     }
 
     pub(super) fn end(&self, p: i32) {
         if let Ok(mut s) = self.partitions.lock() {
-            s.remove(&p);
+            if let Some(n) = s.get_mut(&p) {
+                *n -= 1;
+                if *n == 0 {
+                    s.remove(&p);
+                }
+            }
         }
         self.done.notify_all();
     }
@@ -75,7 +82,7 @@ impl InFlight {
         let Ok(mut s) = self.partitions.lock() else {
             return false;
         };
-        while ps.iter().any(|p| s.contains(p)) {
+        while ps.iter().any(|p| s.contains_key(p)) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -141,6 +148,12 @@ impl ConsumerContext for SinkContext {
                 }
                 if let Err(e) = consumer.assign(tpl) {
                     log::error!("sink: assign failed: {e}");
+                }
+                // librdkafka keeps a partition the application paused paused across a revoke
+                // and a new assignment, while the loop starts it afresh, unpaused: one paused
+                // when revoked would never be fetched again.
+                if let Err(e) = consumer.resume(tpl) {
+                    log::error!("sink: resuming assigned partitions failed: {e}");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {

@@ -74,66 +74,122 @@ pub(super) async fn write_batch(
     cfg: &SinkConfig,
     batch: &Batch,
 ) -> Result<Written> {
-    let mut objects = objects_of(
-        &cfg.raw_prefix,
-        topic,
-        p,
-        &batch.lines,
-        &batch.cuts,
-        cfg.gzip,
-    );
-    if batch.adopted.is_none() {
-        let claim = Claim {
-            topic: topic.to_string(),
-            partition: p,
-            start: batch.start,
-            end: batch.end,
-            objects: objects.keys().cloned().collect(),
-            records: batch.lines.len(),
-            batches: if batch.cuts.len() > 1 {
-                batch.cuts.iter().map(|&(s, e)| [s, e]).collect()
-            } else {
-                Vec::new()
-            },
-        };
-        match claims::try_claim(store, &claim).await? {
-            Claimed::Ours => {}
-            // Same extent (our own claim from an earlier attempt, or a racing owner's): its cuts win.
-            Claimed::Theirs(theirs) if theirs.end == batch.end => {
-                let cuts = theirs.cuts();
-                if cuts != batch.cuts {
-                    objects = objects_of(&cfg.raw_prefix, topic, p, &batch.lines, &cuts, cfg.gzip);
+    let honoured = match &batch.adopted {
+        Some(claim) => claim.clone(),
+        None => {
+            let objects = objects_of(
+                &cfg.raw_prefix,
+                topic,
+                p,
+                &batch.lines,
+                &batch.cuts,
+                cfg.gzip,
+            );
+            let claim = Claim {
+                topic: topic.to_string(),
+                partition: p,
+                start: batch.start,
+                end: batch.end,
+                objects: objects.keys().cloned().collect(),
+                records: batch.lines.len(),
+                batches: if batch.cuts.len() > 1 {
+                    batch.cuts.iter().map(|&(s, e)| [s, e]).collect()
+                } else {
+                    Vec::new()
+                },
+            };
+            match claims::try_claim(store, &claim).await? {
+                Claimed::Ours => {
+                    failpoint("after_claim");
+                    return put_all(store, objects, cfg.gzip, false).await;
                 }
+                // Same extent (our own claim from an earlier attempt, or a racing owner's).
+                Claimed::Theirs(theirs) if theirs.end == batch.end => theirs,
+                Claimed::Theirs(theirs) if theirs.end > batch.end => {
+                    return Ok(Written::NeedMore(theirs))
+                }
+                Claimed::Theirs(theirs) => return Ok(Written::Split(theirs)),
             }
-            Claimed::Theirs(theirs) if theirs.end > batch.end => {
-                return Ok(Written::NeedMore(theirs))
-            }
-            Claimed::Theirs(theirs) => return Ok(Written::Split(theirs)),
         }
+    };
+    // An existing claim is rewritten as it was made: its cuts, its prefix and compression.
+    let (prefix, gzip) = honoured
+        .layout()
+        .unwrap_or((cfg.raw_prefix.as_str(), cfg.gzip));
+    let objects = objects_of(prefix, topic, p, &batch.lines, &honoured.cuts(), gzip);
+    // Records the claim had may be gone from Kafka (retention, DeleteRecords, compaction): its
+    // objects can no longer be made byte for byte, so one that exists is kept (it was written
+    // whole) and only a missing one is written, with what remains.
+    let complete = batch.lines.len() == honoured.records
+        && (honoured.objects.is_empty() || objects.keys().eq(honoured.objects.iter()));
+    if !complete {
+        log::warn!(
+            "sink: partition {p} offsets {}..={}: {} of the claim's {} records are still in Kafka; \
+             its objects already written are kept, missing ones are written with what remains",
+            honoured.start,
+            honoured.end,
+            batch.lines.len(),
+            honoured.records
+        );
     }
+    put_all(store, objects, gzip, !complete).await
+}
+
+/// Writes the objects, [`PUTS_IN_FLIGHT`] at a time (`keep`: an existing object is left as is).
+async fn put_all(
+    store: &Store,
+    objects: BTreeMap<String, Vec<&Line>>,
+    gzip: bool,
+    keep: bool,
+) -> Result<Written> {
     // A body is encoded when its PUT starts: a run holds at most PUTS_IN_FLIGHT bodies at once.
     let count = objects.len();
     let mut waiting = objects.into_iter();
     let mut running = FuturesUnordered::new();
     let mut bytes = 0;
+    let mut written = 0;
     loop {
         while running.len() < PUTS_IN_FLIGHT {
             let Some((key, lines)) = waiting.next() else {
                 break;
             };
-            let body = encode::jsonl(&lines, cfg.gzip);
+            let body = encode::jsonl(&lines, gzip);
             bytes += body.len();
-            running.push(async move { store.put(&key, body, false).await });
+            running.push(async move { store.put(&key, body, keep).await });
         }
         match running.next().await {
             Some(put) => {
                 put?;
+                written += 1;
+                if written == 1 && count > 1 {
+                    failpoint("between_objects");
+                }
             }
             None => break,
         }
     }
+    failpoint("before_commit");
     Ok(Written::Done {
         objects: count,
         bytes,
     })
+}
+
+/// Test hook: `STOCKPIPE_FAILPOINT=NAME` (or `NAME:N`, the N-th time) ends the process at
+/// once at that step of a write, as a crash would (`after_claim`, `between_objects`:
+/// one object of several written, `before_commit`), so tests choose their crash points instead of sleeping at random.
+fn failpoint(name: &str) {
+    static ARMED: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let v = std::env::var("STOCKPIPE_FAILPOINT").ok()?;
+        let (n, at) = v.split_once(':').unwrap_or((&v, "1"));
+        Some((n.to_string(), at.parse().unwrap_or(1)))
+    });
+    if let Some((n, at)) = armed {
+        if n == name && HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == *at {
+            log::error!("sink: fail-point {name} reached; aborting");
+            std::process::abort();
+        }
+    }
 }

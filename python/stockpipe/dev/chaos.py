@@ -204,7 +204,7 @@ class Chaos:
             STOCKPIPE_KAFKA_GROUP_ID=run.group,
             STOCKPIPE_KAFKA_LIBRDKAFKA=SINK_LIBRDKAFKA,
             STOCKPIPE_SINK_OUTPUT=f"s3://{self.state['bucket']}/{run.prefix}",
-            STOCKPIPE_SINKSTATUS_INTERVAL="0.5",
+            STOCKPIPE_SINK_STATUS_INTERVAL="0.5",
             STOCKPIPE_S3_ENDPOINT_URL=run.s3_endpoint or self.env["STOCKPIPE_S3_ENDPOINT_URL"],
         )
         return Proc(f"sink-{len(run.sinks) + 1}", [sys.executable, "-m", "stockpipe.consumer", "-v"], env)

@@ -346,7 +346,7 @@ impl Sink {
                 st.pending.push_back(batch);
             }
         }
-        if st.buffered() > self.cfg.max_buffered_records && !st.paused {
+        if st.over(self.cfg.max_buffered_records) && !st.paused {
             self.pause(consumer, p, true);
         }
     }

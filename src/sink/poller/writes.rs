@@ -88,8 +88,11 @@ impl Sink {
             }
             Ok(Written::NeedMore(claim)) => {
                 self.metrics.incr("claims_adopted");
-                if let Some(st) = self.parts.get_mut(&p) {
-                    st.unread(batch, claim);
+                let st = self.parts.get_mut(&p).expect("partition present");
+                st.unread(batch, claim);
+                // The records up to the claim's end must be read before anything is written.
+                if st.paused {
+                    self.pause(consumer, p, false);
                 }
             }
             Ok(Written::Split(claim)) => {

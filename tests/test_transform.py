@@ -363,6 +363,58 @@ def test_etl_command_errors_are_one_line(tmp_path: Path) -> None:
     assert empty["days"] == 0 and empty["rows"] == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--processed-prefix", "raw.data"], "raw_prefix (file://{root}/raw.data) is the same place as processed_"),
+        (["--quarantine-prefix", "raw.data/q"], "raw_prefix (file://{root}/raw.data) overlaps quarantine_prefix"),
+        (["--processed-prefix", "/"], "raw_prefix (file://{root}/raw.data) overlaps processed_prefix"),
+        (["--quarantine-prefix", "processed.data/"], "is the same place as quarantine_prefix"),
+        (["--processed-prefix", "p/../raw.data"], "processed_prefix = 'p/../raw.data': a prefix is a path of names"),
+        (["--processed-prefix", "link"], "raw_prefix (file://{root}/raw.data) is the same place as processed_"),
+    ],
+)
+def test_zones_that_overlap_are_refused_before_anything_is_read(tmp_path: Path, args: list[str], names: str) -> None:
+    """Stale output files of a day are removed: with raw.data/ inside (or equal to) the processed or the
+    quarantine zone, the transform deleted the raw JSONL it had just read and exited 0."""
+    write_raw(tmp_path, clean_per_day=100)
+    (tmp_path / "link").symlink_to(tmp_path / "raw.data", target_is_directory=True)
+    cli("etl", "--input", f"file://{tmp_path}", "--output", f"file://{tmp_path}")  # something to lose
+
+    def everything() -> dict[str, str]:
+        files = sorted(p for p in tmp_path.rglob("*") if p.is_file() and "link" not in p.parts)
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = everything()
+    assert any("/raw.data/" in k for k in before) and any("/processed.data/" in k for k in before)
+    lake = f"file://{tmp_path}"
+    done = cli("etl", "--input", lake, "--output", lake, *args, check=False)
+    assert done.returncode == 2, done.stderr
+    assert names.format(root=tmp_path) in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert everything() == before, "nothing is read, written or removed"
+
+
+def test_links_fifos_and_undecodable_names_are_not_objects(tmp_path: Path) -> None:
+    """Objects are regular files under the lake: a FIFO named `*.jsonl` hung the run for ever, a link to
+    /etc/passwd had its contents copied into the quarantine, and a name that is not UTF-8 ended the run."""
+    raw = write_raw(tmp_path, clean_per_day=200)
+    day = tmp_path / f"raw.data/year={DAYS[0].year}/month={DAYS[0].month:02}/day={DAYS[0].day:02}"
+    os.mkfifo(day / "fifo.jsonl")
+    (day / "passwd.jsonl").symlink_to("/etc/passwd")
+    (day / "dangling.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    (day.parent / "day=31").symlink_to("/etc", target_is_directory=True)
+    (day / os.fsdecode(b"bad-\xff.jsonl")).write_bytes(b"")
+    lake = f"file://{tmp_path}"
+    done = cli("etl", "--input", lake, "--output", lake, "--json", check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert (stats["rows"], stats["days"]) == (raw.clean, len(DAYS))
+    assert "root:" not in json.dumps(quarantine(tmp_path))
+    for name in ("fifo.jsonl", "passwd.jsonl", "dangling.jsonl", "day=31", "bad-"):
+        assert name in done.stderr, (name, done.stderr)
+
+
 # ---------------------------------------------------------------- the Glue job on local Spark
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from stockpipe import rules
 from stockpipe.config import Config, load_config
 from stockpipe.exceptions import ConfigError
-from stockpipe.uris import LAKE_URI_EXPECTED, is_lake_uri, local_lake_problem
+from stockpipe.uris import LAKE_URI_EXPECTED, is_lake_uri, local_lake_problem, zones_overlap
 
 __all__ = ["TransformStats", "format_spark_status", "format_status", "main", "transform"]
 
@@ -164,6 +164,9 @@ def transform(
     for key in ("input", "output"):
         if not is_lake_uri(getattr(tc, key)):
             raise ConfigError(f"[transform] {key} = {getattr(tc, key)!r}: {LAKE_URI_EXPECTED}")
+    overlap = zones_overlap(tc.input, tc.output, tc.raw_prefix, tc.processed_prefix, tc.quarantine_prefix)
+    if overlap is not None:
+        raise ConfigError(f"[transform] {overlap}")
     date, since = check_days(date, since)
     if tc.engine not in ("rust", "spark"):
         raise ConfigError(f"[transform] engine = {tc.engine!r}: expected rust or spark")

@@ -23,7 +23,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from stockpipe import rules
+from stockpipe.exceptions import ConfigError
 from stockpipe.spark_fs import HadoopFS, day_path
+from stockpipe.uris import zones_overlap
 
 __all__ = ["configure", "main", "run"]
 
@@ -283,6 +285,9 @@ def run(
     """
     from pyspark.sql import functions as F
 
+    overlap = zones_overlap(input_uri, output_uri, raw_prefix, processed_prefix, quarantine_prefix)
+    if overlap is not None:
+        raise ConfigError(overlap)
     configure(spark)
     src, dst = HadoopFS(spark, input_uri), HadoopFS(spark, output_uri)
     selected = _selected_days(src.list(raw_prefix), date, since, days)

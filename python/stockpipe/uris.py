@@ -8,7 +8,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["LAKE_URI_EXPECTED", "is_lake_uri", "local_lake_problem", "warehouse_uri_problem"]
+__all__ = ["LAKE_URI_EXPECTED", "is_lake_uri", "local_lake_problem", "warehouse_uri_problem", "zones_overlap"]
 
 LAKE_URI_EXPECTED = "expected s3://bucket/prefix or file:///path"
 
@@ -48,3 +48,40 @@ def local_lake_problem(uri: str) -> str | None:
     if os.path.isdir(root):
         return None
     return f"{root} is not a directory" if os.path.exists(root) else f"no such directory {root}"
+
+
+def _zone(lake: str, prefix: str) -> str:
+    """Where a zone of a lake lives: ``file://`` paths resolved (links included), ``scheme://bucket/key``
+    otherwise (object keys are literal, so their prefixes are compared as written)."""
+    import os
+
+    if lake.startswith("file://"):
+        return "file://" + os.path.realpath(os.path.join(lake[len("file://") :], prefix.strip("/")))
+    return lake.rstrip("/") + "/" + prefix.strip("/")
+
+
+def zones_overlap(input: str, output: str, raw: str, processed: str, quarantine: str) -> str | None:
+    """Why the transform's zones cannot be told apart, or None. Raw data is read from ``input/raw``;
+    Parquet goes to ``output/processed`` and refused rows to ``output/quarantine``, where stale files are
+    removed: a zone equal to another, or inside it, would have the transform delete what it reads."""
+    prefixes = {"raw_prefix": raw, "processed_prefix": processed, "quarantine_prefix": quarantine}
+    for name, prefix in prefixes.items():
+        inner = prefix.strip("/")
+        if inner and any(part in ("", ".", "..") for part in inner.split("/")):
+            return f"{name} = {prefix!r}: a prefix is a path of names, without '.', '..' or empty parts"
+    zones = {
+        "raw_prefix": _zone(input, raw),
+        "processed_prefix": _zone(output, processed),
+        "quarantine_prefix": _zone(output, quarantine),
+    }
+    names = list(zones)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            za, zb = zones[a].rstrip("/"), zones[b].rstrip("/")
+            if za == zb or zb.startswith(za + "/") or za.startswith(zb + "/"):
+                how = "is the same place as" if za == zb else "overlaps"
+                return (
+                    f"{a} ({zones[a]}) {how} {b} ({zones[b]}): raw, processed and quarantine data need places of "
+                    "their own, or the transform would delete what it reads"
+                )
+    return None

@@ -117,6 +117,13 @@ fn write_file(root: &Path, path: &Path, key: &str, body: &[u8], create_new: bool
     Ok(put)
 }
 
+/// The size of the regular file a link resolves to, when that file lies inside the root.
+fn file_inside(root: &Path, link: &Path) -> Option<u64> {
+    let target = std::fs::canonicalize(link).ok()?;
+    let meta = std::fs::metadata(&target).ok()?;
+    (meta.is_file() && target.starts_with(std::fs::canonicalize(root).ok()?)).then_some(meta.len())
+}
+
 /// A directory's entry lives in its parent: each directory below the root that holds an object is
 /// synced into its parent once (whoever made it, and again after a failed attempt), or a day
 /// directory could vanish on power loss after its objects' offsets were committed.
@@ -157,12 +164,34 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
             Err(e) if gone(&e) => continue,
             Err(e) => return Err(e),
         };
-        if meta.is_dir() {
+        let size = if meta.is_dir() {
             walk(root, &path, out)?;
-        } else if let Ok(rel) = path.strip_prefix(root) {
+            continue;
+        } else if meta.is_file() {
+            meta.len()
+        } else if let Some(size) = file_inside(root, &path) {
+            size
+        } else {
+            // Objects are regular files. A link out of the lake (or to a directory, a device that
+            // never ends) is not followed; a FIFO would block its reader for ever.
+            log::warn!(
+                "skipping {}: not a regular file of the lake (a link out of it or to a directory, \
+                 a FIFO, socket or device)",
+                path.display()
+            );
+            continue;
+        };
+        if let Ok(rel) = path.strip_prefix(root) {
+            let Some(key) = rel.to_str() else {
+                log::warn!(
+                    "skipping {}: its name is not UTF-8, so it cannot be an object key",
+                    path.display()
+                );
+                continue;
+            };
             out.push(ObjectMeta {
-                key: rel.to_string_lossy().replace('\\', "/"),
-                size: meta.len(),
+                key: key.replace('\\', "/"),
+                size,
             });
         }
     }

@@ -14,9 +14,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from stockpipe.dev import audit
 
 from .conftest import Stack
 from .test_sink import MIDNIGHT, Output, make_topic, partition_sizes, produce, sink_env, wait_caught_up
@@ -44,37 +45,13 @@ def stop(proc: subprocess.Popen[str]) -> str:
     return log_of(proc)
 
 
-def extent(key: str) -> tuple[str, int, int, int]:
-    """`raw.data/…/<topic>+<p>+<start>-<end>.jsonl[.gz]` → (topic, p, start, end)."""
-    name = key.rsplit("/", 1)[1].split(".jsonl")[0]
-    topic, p, span = name.rsplit("+", 2)
-    start, end = span.split("-")
-    return topic, int(p), int(start), int(end)
-
-
 def check_claims_chain(out: Output, topic: str) -> int:
-    """Claims of each partition are contiguous and do not overlap; every data object is one cut of one
-    claim (a claim's cut may span several trade days, so several objects). Returns the claims seen."""
-    claims: dict[int, list[dict[str, Any]]] = {}
-    for body in out.claims().values():
-        c = json.loads(body)
-        if c["topic"] == topic:
-            claims.setdefault(c["partition"], []).append(c)
-    cuts: dict[tuple[int, int, int], int] = {}
-    for p, chain in claims.items():
-        chain.sort(key=lambda c: c["start"])
-        for a, b in itertools.pairwise(chain):
-            assert b["start"] == a["end"] + 1, f"partition {p}: claim {a['start']}..{a['end']} then {b['start']}"
-        for c in chain:
-            batches = c.get("batches") or [[c["start"], c["end"]]]
-            assert (batches[0][0], batches[-1][1]) == (c["start"], c["end"]), c
-            for s, e in batches:
-                cuts[(p, s, e)] = 0
-    for key in out.objects():
-        t, p, s, e = extent(key)
-        if t == topic:
-            assert (p, s, e) in cuts, f"{key} belongs to no claim"
-    return sum(len(c) for c in claims.values())
+    """The claims chain as the fault suite checks it (contiguous, every object one batch of one claim);
+    returns how many claims the topic has."""
+    claims = [json.loads(body) for body in out.claims().values()]
+    problems = audit.claims_chain_problems(claims, list(out.objects()), topic)
+    assert not problems, problems[:5]
+    return sum(c["topic"] == topic for c in claims)
 
 
 def put_claim(out: Output, topic: str, start: int, end: int, records: int, objects: list[str] | None = None) -> None:
@@ -87,12 +64,12 @@ def test_a_partition_paused_when_revoked_is_read_again_after_the_rebalance(stack
     S3 refuses every PUT (503) from the start, so the first sink pauses every partition (its writes
     fail); a second sink joins and dies. Once PUTs work again, the first sink must read and write
     every partition."""
-    from stockpipe.dev.faults import HttpFaultProxy
+    from stockpipe.dev.faults import FaultProxy
 
     topic = make_topic(stack)
     out = Output(stack, "s3", tmp_path)
     produce(stack, topic, 6_000, start_ts=1_700_000_000_000)
-    proxy = HttpFaultProxy(int(stack.state["s3_endpoint_url"].rsplit(":", 1)[1]))
+    proxy = FaultProxy(int(stack.state["s3_endpoint_url"].rsplit(":", 1)[1]))
     proxy.fail_puts = True
     env = sink_env(stack, topic, out.uri, STOCKPIPE_S3_ENDPOINT_URL=proxy.url)
     args = ("--batch-size", "100", "--batch-seconds", "1", "-v")
@@ -111,7 +88,7 @@ def test_a_partition_paused_when_revoked_is_read_again_after_the_rebalance(stack
     finally:
         log = stop(first)
         proxy.close()
-    assert proxy.slowdowns > 0, "S3 never answered 503: the fault did not fire"
+    assert proxy.answered > 0, "S3 never answered 503: the fault did not fire"
     assert log.count("paused") >= 2, log[-3000:]
     assert out.check_exactly_once(sizes) == 6_000
     check_claims_chain(out, topic)
@@ -203,7 +180,7 @@ def test_a_claim_is_rewritten_with_its_own_settings_not_todays(stack: Stack, tmp
     assert key in out.objects()
     if change == "prefix":
         # What follows the claim is written under today's prefix, from where the claim ended.
-        later = sorted(extent("x/" + p.name)[2:] for p in (out.root / "raw.v2").rglob("*.jsonl"))
+        later = sorted(audit.object_extent("x/" + p.name)[2:] for p in (out.root / "raw.v2").rglob("*.jsonl"))
         assert later[0][0] == 300 and later[-1][1] == 999, later
         assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(later)), later
     check_claims_chain(out, topic)
@@ -213,12 +190,12 @@ def test_a_409_on_a_claim_is_retried_never_taken_as_a_claim_that_exists(stack: S
     """S3 answers 409 ConditionalRequestConflict to a conditional write racing another; the write has
     not happened and must be retried. Taken as 'exists', a GET that finds nothing would let the sink
     write objects under no claim at all."""
-    from stockpipe.dev.faults import HttpFaultProxy
+    from stockpipe.dev.faults import FaultProxy
 
     topic = make_topic(stack, partitions=1)
     out = Output(stack, "s3", tmp_path)
     produce(stack, topic, 2_000, start_ts=MIDNIGHT + 1_000)
-    proxy = HttpFaultProxy(int(stack.state["s3_endpoint_url"].rsplit(":", 1)[1]))
+    proxy = FaultProxy(int(stack.state["s3_endpoint_url"].rsplit(":", 1)[1]))
     proxy.conflict_claims(5)
     env = sink_env(stack, topic, out.uri, STOCKPIPE_S3_ENDPOINT_URL=proxy.url)
     proc = start_sink(env, "--batch-size", "100", "--batch-seconds", "1")
@@ -289,11 +266,11 @@ def test_a_transactional_topic_with_aborted_transactions_keeps_one_claim_chain(s
 
 def test_a_store_that_ignores_conditional_writes_is_refused_at_start(stack: Stack, tmp_path: Path) -> None:
     """Claims rest on If-None-Match; a store that ignores it would let two writers both claim."""
-    from stockpipe.dev.faults import HttpFaultProxy
+    from stockpipe.dev.faults import FaultProxy
 
     topic = make_topic(stack, partitions=1)
     out = Output(stack, "s3", tmp_path)
-    proxy = HttpFaultProxy(int(stack.state["s3_endpoint_url"].rsplit(":", 1)[1]))
+    proxy = FaultProxy(int(stack.state["s3_endpoint_url"].rsplit(":", 1)[1]))
     proxy.ignore_conditions = True
     proc = start_sink(sink_env(stack, topic, out.uri, STOCKPIPE_S3_ENDPOINT_URL=proxy.url))
     try:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Result", "as_dicts", "check", "identity", "read_ledger", "table"]
+__all__ = ["Result", "as_dicts", "check", "claims_chain_problems", "identity", "object_extent", "read_ledger", "table"]
 
 Trade = tuple[str, str, str, int]
 
@@ -33,15 +34,64 @@ class Result:
     recover_s: float | None = None
     note: str = ""
     seconds: float = 0.0
+    #: How often the injected fault acted (requests refused, …), where the scenario can count it.
+    faults_fired: int | None = None
+    #: What is wrong with the sink's claims chain (see :func:`claims_chain_problems`).
+    chain_problems: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def gates_hold(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.reordered == 0
+        return self.lost == 0 and self.duplicated == 0 and self.reordered == 0 and not self.chain_problems
 
     @property
     def ok(self) -> bool:
         """A normal scenario must hold the gates; a control run must break them."""
         return self.gates_hold != self.control
+
+
+_OBJECT = re.compile(r"(?P<topic>.+)\+(?P<p>\d+)\+(?P<start>\d{20})-(?P<end>\d{20})\.jsonl(\.gz)?")
+
+
+def object_extent(key: str) -> tuple[str, int, int, int]:
+    """``…/<topic>+<partition>+<start>-<end>.jsonl[.gz]`` → (topic, partition, start, end); ValueError
+    for a key the sink does not write."""
+    m = _OBJECT.fullmatch(key.rsplit("/", 1)[-1])
+    if m is None:
+        raise ValueError(f"{key}: not a sink object")
+    return m["topic"], int(m["p"]), int(m["start"]), int(m["end"])
+
+
+def claims_chain_problems(claims: list[dict[str, Any]], object_keys: list[str], topic: str) -> list[str]:
+    """The sink's claims for ``topic``, checked as docs/sink-exactly-once.md states them: per partition
+    contiguous (each starts where the previous ended) and so never overlapping, each claim's batches
+    spanning it exactly, and every data object one batch of one claim."""
+    problems: list[str] = []
+    chains: dict[int, list[dict[str, Any]]] = {}
+    for c in claims:
+        if c.get("topic") == topic:
+            chains.setdefault(int(c["partition"]), []).append(c)
+    batches: set[tuple[int, int, int]] = set()
+    for p, chain in sorted(chains.items()):
+        chain.sort(key=lambda c: int(c["start"]))
+        for a, b in itertools.pairwise(chain):
+            if int(b["start"]) != int(a["end"]) + 1:
+                problems.append(f"partition {p}: claim {a['start']}..{a['end']} is followed by one at {b['start']}")
+        for c in chain:
+            cuts = c.get("batches") or [[c["start"], c["end"]]]
+            if (cuts[0][0], cuts[-1][1]) != (c["start"], c["end"]) or any(
+                x[1] + 1 != y[0] for x, y in itertools.pairwise(cuts)
+            ):
+                problems.append(f"partition {p}: claim {c['start']}..{c['end']} has batches {cuts}")
+            batches.update((p, int(s), int(e)) for s, e in cuts)
+    for key in object_keys:
+        try:
+            t, p, s, e = object_extent(key)
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        if t == topic and (p, s, e) not in batches:
+            problems.append(f"{key} belongs to no claim")
+    return problems
 
 
 def identity(rec: dict[str, Any]) -> Trade:
@@ -91,8 +141,8 @@ def check(
 def table(results: list[Result]) -> str:
     head = (
         "| scenario | sent | acked | in Kafka | in S3 | lost | duplicated | reordered | detect s | recover s "
-        "| gates |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| fault fired | claims chain | gates |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n"
     )
     rows = []
     for r in results:
@@ -106,7 +156,9 @@ def table(results: list[Result]) -> str:
             verdict = "hold" if r.gates_hold else "**FAIL**"
         rows.append(
             f"| {r.scenario} | {r.sent} | {r.acked} | {r.in_kafka} | {r.in_s3} | {r.lost} | {r.duplicated} | "
-            f"{r.reordered} | {secs(r.detect_s)} | {secs(r.recover_s)} | {verdict} |"
+            f"{r.reordered} | {secs(r.detect_s)} | {secs(r.recover_s)} | "
+            f"{'-' if r.faults_fired is None else r.faults_fired} | "
+            f"{'ok' if not r.chain_problems else f'{len(r.chain_problems)} problems'} | {verdict} |"
         )
     return head + "\n".join(rows) + "\n"
 

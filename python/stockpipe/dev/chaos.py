@@ -16,6 +16,7 @@ both replicas lost): a checker that cannot see loss and duplicates would pass th
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import random
@@ -31,7 +32,7 @@ from typing import Any
 
 from stockpipe.config import Config
 from stockpipe.dev import stack
-from stockpipe.dev.audit import Result, check, identity, read_ledger, table
+from stockpipe.dev.audit import Result, check, claims_chain_problems, identity, read_ledger, table
 from stockpipe.dev.faults import SCENARIOS, FaultProxy, Scenario
 from stockpipe.dev.watch import Proc, first_notice, progress_after
 from stockpipe.exceptions import ConfigError, DevStackError
@@ -62,6 +63,7 @@ class Run:
     ws_url: str = ""
     s3_proxy: FaultProxy | None = None
     s3_endpoint: str | None = None
+    faults_fired: int | None = None
     started: float = field(default_factory=time.monotonic)
 
     def remaining(self) -> float:
@@ -72,8 +74,8 @@ class Run:
         self.producers.append(proc)
         return proc
 
-    def start_sink(self) -> Proc:
-        proc = self.chaos.sink(self)
+    def start_sink(self, **env: str) -> Proc:
+        proc = self.chaos.sink(self, **env)
         self.sinks.append(proc)
         return proc
 
@@ -196,7 +198,7 @@ class Chaos:
         ]  # fmt: skip
         return Proc(f"producer-{len(run.producers) + 1}", cmd, self.env)
 
-    def sink(self, run: Run) -> Proc:
+    def sink(self, run: Run, **extra: str) -> Proc:
         env = dict(
             self.env,
             STOCKPIPE_KAFKA_TOPIC=run.topic,
@@ -206,6 +208,7 @@ class Chaos:
             STOCKPIPE_SINK_OUTPUT=f"s3://{self.state['bucket']}/{run.prefix}",
             STOCKPIPE_SINK_STATUS_INTERVAL="0.5",
             STOCKPIPE_S3_ENDPOINT_URL=run.s3_endpoint or self.env["STOCKPIPE_S3_ENDPOINT_URL"],
+            **extra,
         )
         return Proc(f"sink-{len(run.sinks) + 1}", [sys.executable, "-m", "stockpipe.consumer", "-v"], env)
 
@@ -271,17 +274,27 @@ class Chaos:
         consumer.close()
         return out
 
-    def s3_records(self, prefix: str) -> list[tuple[int, int, tuple[str, str, str, int]]]:
-        """``(partition, offset, trade)`` of every line the sink wrote under ``prefix``."""
+    def _objects(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         s3 = self._s3
         bucket = self.state["bucket"]
-        out = []
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/raw.data/"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                for line in body.splitlines():
-                    rec = json.loads(line, parse_float=str, parse_int=str)
-                    out.append((int(rec["kafka_partition"]), int(rec["kafka_offset"]), identity(rec)))
+                yield obj["Key"], gzip.decompress(body) if obj["Key"].endswith(".gz") else body
+
+    def claims_problems(self, run: Run) -> list[str]:
+        """What is wrong with the claims chain the run's sinks left (see docs/sink-exactly-once.md)."""
+        claims = [json.loads(body) for _, body in self._objects(run.prefix + "/_stockpipe/claims/")]
+        keys = [key for key, _ in self._objects(run.prefix + "/raw.data/")]
+        return claims_chain_problems(claims, keys, run.topic)
+
+    def s3_records(self, prefix: str) -> list[tuple[int, int, tuple[str, str, str, int]]]:
+        """``(partition, offset, trade)`` of every line the sink wrote under ``prefix``."""
+        out = []
+        for _, body in self._objects(prefix + "/raw.data/"):
+            for line in body.splitlines():
+                rec = json.loads(line, parse_float=str, parse_int=str)
+                out.append((int(rec["kafka_partition"]), int(rec["kafka_offset"]), identity(rec)))
         return out
 
 
@@ -330,7 +343,17 @@ def run_scenario(chaos: Chaos, sc: Scenario, say: Say) -> Result:
         (logs / f"{p.name}.log").write_text("\n".join(f"{at - started:8.2f} {line}" for at, line in p.snapshot()))
     acked = _acked(run)
     counts = check(read_ledger(ledger), acked, chaos.kafka_records(topic), chaos.s3_records(run.prefix))
-    result = Result(scenario=sc.name, control=sc.control, acked=acked, note=run.note.strip("; "), **counts)
+    result = Result(
+        scenario=sc.name,
+        control=sc.control,
+        acked=acked,
+        note=run.note.strip("; "),
+        faults_fired=run.faults_fired,
+        chain_problems=chaos.claims_problems(run),
+        **counts,
+    )
+    if result.chain_problems:
+        result.note = "; ".join([result.note, *result.chain_problems[:3]]).strip("; ")
     if run.fault_start is not None:
         until = (run.fault_end or run.fault_start) + 10
         result.detect_s = first_notice([*run.producers, *run.sinks], run.fault_start, until)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -37,127 +38,57 @@ class Scenario:
 
 
 class FaultProxy:
-    """A TCP proxy in front of the S3 server that can answer every request with 503 SlowDown."""
+    """An HTTP/1.1 proxy in front of the S3 server that reads each request whole and can answer chosen
+    ones itself. ``fail(True)``: every request gets 503 SlowDown. ``fail_puts``: every PUT does, while
+    reads still work. ``conflict_claims(n)``: the next ``n`` conditional PUTs of sink claims get 409
+    ConditionalRequestConflict (what S3 says to a conditional write racing another), unforwarded.
+    ``drop_responses(n)``: the next ``n`` PUTs (claims or data) are forwarded, and their answer is lost
+    (the connection closes): an ambiguous write; ``dropped`` counts those the server had written.
+    ``ignore_conditions``: every conditional PUT gets 200 unforwarded, as from a store that ignores
+    ``If-None-Match``. The counters say how often each fault fired."""
 
-    BODY = (
+    SLOW_DOWN = (
         b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
         b"<Message>Please reduce your request rate.</Message></Error>"
     )
-
-    def __init__(self, upstream: int) -> None:
-        import socket
-
-        self.upstream = upstream
-        self.failing = threading.Event()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        self.conns: list[Any] = []
-        self.answered = 0
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-
-        while not self._closed:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            if self.failing.is_set():
-                threading.Thread(target=self._slow_down, args=(client,), daemon=True).start()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream))
-            except OSError:
-                client.close()
-                continue
-            self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, a: Any, b: Any) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def _slow_down(self, client: Any) -> None:
-        try:
-            client.settimeout(5)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(65536)
-                if not chunk:
-                    return
-                head += chunk
-            client.sendall(
-                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-                + f"Content-Length: {len(self.BODY)}\r\n\r\n".encode()
-                + self.BODY
-            )
-            self.answered += 1
-        except OSError:
-            pass
-        finally:
-            client.close()
-
-    def fail(self, on: bool) -> None:
-        if on:
-            self.failing.set()
-            for s in self.conns:  # kept-alive connections must not slip past the fault
-                try:
-                    s.close()
-                except OSError:
-                    pass
-            self.conns.clear()
-        else:
-            self.failing.clear()
-
-    def close(self) -> None:
-        self._closed = True
-        self.server.close()
-
-
-class HttpFaultProxy:
-    """An HTTP/1.1 proxy in front of the S3 server that reads each request whole and can answer chosen
-    ones itself: ``conflict_claims(n)`` answers the next ``n`` conditional PUTs of sink claims with
-    409 ConditionalRequestConflict (what S3 says to a conditional write racing another), without
-    forwarding them; ``ignore_conditions`` answers every conditional PUT with 200 itself, as a store
-    that ignores ``If-None-Match`` would; ``fail_puts`` answers every PUT with 503 SlowDown while reads
-    still work. The counters say how often each fault fired."""
-
     CONFLICT = (
         b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code>'
         b"<Message>A conflicting operation occurred. Please retry.</Message></Error>"
     )
 
     def __init__(self, upstream: int) -> None:
-        import socket
-
         self.upstream = upstream
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         self._lock = threading.Lock()
-        self._conflicts_left = 0
-        self.conflicts = 0
-        self.forwarded = 0
-        self.ignore_conditions = False
+        self.failing = False
         self.fail_puts = False
-        self.slowdowns = 0
+        self.ignore_conditions = False
+        self._conflicts_left = 0
+        self._drops_left = 0
+        #: Requests answered 503 (``fail``, ``fail_puts``), 409 (``conflict_claims``), and PUTs whose
+        #: answer was dropped; requests forwarded and answered.
+        self.answered = 0
+        self.conflicts = 0
+        self.dropped = 0
+        self.forwarded = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def fail(self, on: bool) -> None:
+        self.failing = on
 
     def conflict_claims(self, n: int) -> None:
         with self._lock:
             self._conflicts_left = n
+
+    def drop_responses(self, n: int) -> None:
+        with self._lock:
+            self._drops_left = n
+
+    def close(self) -> None:
+        self._closed = True
+        self.server.close()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -166,6 +97,41 @@ class HttpFaultProxy:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _take(self, counter: str) -> bool:
+        """Uses one of the faults left in `counter` (``_conflicts_left``, ``_drops_left``)."""
+        with self._lock:
+            left = getattr(self, counter)
+            if left > 0:
+                setattr(self, counter, left - 1)
+            return bool(left > 0)
+
+    def _fault(self, method: bytes, path: bytes, headers: dict[str, str]) -> bytes | None:
+        """The answer the proxy gives itself, b"drop" to forward and lose the answer, or None."""
+        conditional = method == b"PUT" and "if-none-match" in headers
+        if self.failing or (method == b"PUT" and self.fail_puts):
+            with self._lock:
+                self.answered += 1
+            return self._answer(b"503 Slow Down", self.SLOW_DOWN)
+        if conditional and self.ignore_conditions:
+            return b'HTTP/1.1 200 OK\r\nETag: "0"\r\nContent-Length: 0\r\n\r\n'
+        if conditional and b"/_stockpipe/claims/" in path and self._take("_conflicts_left"):
+            with self._lock:
+                self.conflicts += 1
+            return self._answer(b"409 Conflict", self.CONFLICT)
+        if method == b"PUT" and self._take("_drops_left"):
+            return b"drop"
+        return None
+
+    @staticmethod
+    def _answer(status: bytes, body: bytes) -> bytes:
+        return (
+            b"HTTP/1.1 "
+            + status
+            + b"\r\nContent-Type: application/xml\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
 
     @staticmethod
     def _read_head(f: Any) -> tuple[bytes, dict[str, str]] | None:
@@ -194,16 +160,15 @@ class HttpFaultProxy:
             while True:
                 size_line = bytes(f.readline())
                 body += size_line
-                if int(size_line.split(b";")[0].strip() or b"0", 16) == 0:
+                size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
                     while (trailer := bytes(f.readline())) not in (b"\r\n", b"\n", b""):
                         body += trailer
                     return body + b"\r\n"
-                body += f.read(int(size_line.split(b";")[0].strip(), 16) + 2)
+                body += f.read(size + 2)
         return bytes(f.read()) if until_close else b""
 
     def _serve(self, client: Any) -> None:
-        import socket
-
         upstream = None
         try:
             cf = client.makefile("rb")
@@ -218,32 +183,10 @@ class HttpFaultProxy:
                     kept = [ln for ln in head.split(b"\r\n") if ln and not ln.lower().startswith(b"expect:")]
                     head = b"\r\n".join(kept) + b"\r\n\r\n"
                 body = self._read_body(cf, headers, until_close=False)
-                if method == b"PUT" and self.fail_puts:
-                    with self._lock:
-                        self.slowdowns += 1
-                    client.sendall(
-                        b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
-                        + f"Content-Length: {len(FaultProxy.BODY)}\r\n\r\n".encode()
-                        + FaultProxy.BODY
-                    )
+                fault = self._fault(method, path, headers)
+                if fault is not None and fault != b"drop":
+                    client.sendall(fault)
                     continue
-                if method == b"PUT" and "if-none-match" in headers and self.ignore_conditions:
-                    # A store that ignores If-None-Match: every conditional PUT "succeeds".
-                    client.sendall(b'HTTP/1.1 200 OK\r\nETag: "0"\r\nContent-Length: 0\r\n\r\n')
-                    continue
-                if method == b"PUT" and "if-none-match" in headers and b"/_stockpipe/claims/" in path:
-                    with self._lock:
-                        conflict = self._conflicts_left > 0
-                        if conflict:
-                            self._conflicts_left -= 1
-                            self.conflicts += 1
-                    if conflict:
-                        client.sendall(
-                            b"HTTP/1.1 409 Conflict\r\nContent-Type: application/xml\r\n"
-                            + f"Content-Length: {len(self.CONFLICT)}\r\n\r\n".encode()
-                            + self.CONFLICT
-                        )
-                        continue
                 if upstream is None:
                     upstream = socket.create_connection(("127.0.0.1", self.upstream))
                     uf = upstream.makefile("rb")
@@ -255,6 +198,11 @@ class HttpFaultProxy:
                 status = int(r_head.split(b" ", 2)[1])
                 no_body = method == b"HEAD" or status in (204, 304)
                 r_body = b"" if no_body else self._read_body(uf, r_headers, until_close=True)
+                if fault == b"drop":
+                    if 200 <= status < 300:
+                        with self._lock:
+                            self.dropped += 1
+                    return  # the client never hears what became of its request
                 client.sendall(r_head + r_body)
                 with self._lock:
                     self.forwarded += 1
@@ -264,13 +212,10 @@ class HttpFaultProxy:
             for sock in (client, upstream):
                 if sock is not None:
                     try:
-                        sock.close()
+                        sock.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
-
-    def close(self) -> None:
-        self._closed = True
-        self.server.close()
+                    sock.close()
 
 
 # -- the scenarios ---------------------------------------------------------------------------------
@@ -354,7 +299,91 @@ def s3_slowdown(run: Run) -> None:
     run.pause(15)
     proxy.fail(False)
     run.end()
+    run.faults_fired = proxy.answered
     run.note += f"{proxy.answered} requests answered 503 SlowDown; "
+
+
+def s3_409_on_claims(run: Run) -> None:
+    proxy = run.s3_proxy
+    assert proxy is not None
+    run.pause(4)
+    run.begin()
+    proxy.conflict_claims(20)
+    run.pause(10)
+    run.end()
+    run.faults_fired = proxy.conflicts
+    run.note += f"{proxy.conflicts} claims answered 409 ConditionalRequestConflict; "
+
+
+def s3_ambiguous_writes(run: Run) -> None:
+    """PUTs (claims and data) reach the server and are written, and their answers are lost: the sink
+    cannot tell a write that happened from one that did not, and must neither lose nor duplicate."""
+    proxy = run.s3_proxy
+    assert proxy is not None
+    run.pause(4)
+    run.begin()
+    proxy.drop_responses(10)
+    run.pause(10)
+    run.end()
+    run.faults_fired = proxy.dropped
+    run.note += f"{proxy.dropped} written PUTs had their answers dropped; "
+
+
+def sink_zombie(run: Run) -> None:
+    """One of two sinks is SIGSTOPped past the session timeout while it writes, loses its partitions to
+    the other, and is resumed: its late writes must not duplicate what the other wrote meanwhile."""
+    run.pause(6)
+    run.begin()
+    run.sinks[0].signal(signal.SIGSTOP)
+    run.pause(15)
+    run.sinks[0].signal(signal.SIGCONT)
+    run.end()
+
+
+def sink_paused_rebalance(run: Run) -> None:
+    """PUTs fail, so the sink pauses its partitions; a second sink joins and dies while they are
+    paused, and the partitions come back to the first sink, which must read them again."""
+    proxy = run.s3_proxy
+    assert proxy is not None
+    run.pause(4)
+    run.begin()
+    proxy.fail_puts = True
+    run.pause(5)
+    second = run.start_sink()
+    joined = _wait_for_line(second, "assigned partition", 30)
+    run.pause(2)
+    second.kill()
+    run.pause(8)
+    proxy.fail_puts = False
+    run.end()
+    run.faults_fired = proxy.answered if joined else 0
+    run.note += (
+        f"{proxy.answered} PUTs answered 503 while a second sink {'joined' if joined else 'never joined'} and died; "
+    )
+
+
+def _wait_for_line(proc: Any, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in line for _, line in proc.snapshot()):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def sink_settings_change(run: Run) -> None:
+    """A sink crashes right after a claim (a fail-point) and is restarted with gzip on: the claim is
+    rewritten as it was made (plain JSONL), later batches are gzipped."""
+    run.pause(4)
+    run.begin()
+    run.sinks[-1].kill()
+    crashing = run.start_sink(STOCKPIPE_FAILPOINT="after_claim:3")
+    crashing.wait(60)
+    restarted = run.start_sink(STOCKPIPE_SINK_GZIP="true")
+    _wait_for_line(restarted, "honouring an existing claim", 30)
+    run.end()
+    run.faults_fired = sum("honouring an existing claim" in line for _, line in restarted.snapshot())
+    run.note += f"{run.faults_fired} claims honoured after the crash, with gzip on; "
 
 
 def ws_inherent(first_fault_s: float) -> Callable[[Run], None]:
@@ -454,6 +483,19 @@ SCENARIOS: list[Scenario] = [
     Scenario("rebalance-add-sink", "a second sink joins the group", rebalance_add_sink, 25),
     Scenario("s3-stopped-30s", "S3 server stopped for 30 s", s3_stopped_30s, 45),
     Scenario("s3-503-slowdown", "S3 answers 503 SlowDown for 15 s (proxy)", s3_slowdown, 30, s3_proxy=True),
+    Scenario("s3-409-claims", "S3 answers 409 to 20 claims (proxy)", s3_409_on_claims, 25, s3_proxy=True),
+    Scenario(
+        "s3-ambiguous-writes", "10 written PUTs lose their answers (proxy)", s3_ambiguous_writes, 25, s3_proxy=True
+    ),
+    Scenario("sink-zombie", "one of two sinks SIGSTOPped for 15 s, then resumed", sink_zombie, 30, sinks=2),
+    Scenario(
+        "sink-paused-rebalance",
+        "PUTs fail; a second sink joins and dies while partitions are paused",
+        sink_paused_rebalance,
+        35,
+        s3_proxy=True,
+    ),
+    Scenario("sink-settings-change", "sink kill -9, restarted with gzip on", sink_settings_change, 25),
     Scenario(
         "ws-drop-no-close",
         "WebSocket dropped without a close frame",

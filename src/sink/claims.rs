@@ -154,22 +154,7 @@ pub async fn resume(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Encryption;
-
-    async fn file_store() -> Store {
-        let dir = std::env::temp_dir().join(format!("stockpipe-claims-{}", rand::random::<u64>()));
-        let s3 = crate::config::S3Config {
-            endpoint_url: None,
-            region: "us-east-1".into(),
-            access_key_id: None,
-            secret_access_key: None,
-            session_token: None,
-            force_path_style: true,
-        };
-        Store::open(&format!("file://{}", dir.display()), &s3, Encryption::None)
-            .await
-            .unwrap()
-    }
+    use crate::store::temp_file_store as file_store;
 
     fn claim(start: i64, end: i64, objects: &[&str]) -> Claim {
         Claim {

@@ -169,11 +169,21 @@ impl Store {
     }
 }
 
+/// A store in a fresh temporary directory, for tests.
+#[cfg(test)]
+pub(crate) async fn temp_file_store() -> Store {
+    let dir = std::env::temp_dir().join(format!("stockpipe-store-{}", rand::random::<u64>()));
+    let uri = format!("file://{}", dir.display());
+    Store::open(&uri, &tests::s3cfg(), Encryption::None)
+        .await
+        .expect("a temporary directory opens")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn s3cfg() -> S3Config {
+    pub(super) fn s3cfg() -> S3Config {
         S3Config {
             endpoint_url: None,
             region: "us-east-1".into(),

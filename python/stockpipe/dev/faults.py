@@ -290,43 +290,40 @@ def s3_stopped_30s(run: Run) -> None:
     run.end()
 
 
-def s3_slowdown(run: Run) -> None:
+def _proxy_fault(
+    run: Run, start: Callable[[FaultProxy], None], fired: Callable[[FaultProxy], int], what: str, seconds: float
+) -> None:
+    """Starts a fault of the S3 proxy, lets it act for `seconds`, and records how often it fired."""
     proxy = run.s3_proxy
     assert proxy is not None
     run.pause(4)
     run.begin()
-    proxy.fail(True)
-    run.pause(15)
+    start(proxy)
+    run.pause(seconds)
     proxy.fail(False)
     run.end()
-    run.faults_fired = proxy.answered
-    run.note += f"{proxy.answered} requests answered 503 SlowDown; "
+    run.faults_fired = fired(proxy)
+    run.note += f"{run.faults_fired} {what}; "
+
+
+def s3_slowdown(run: Run) -> None:
+    _proxy_fault(run, lambda p: p.fail(True), lambda p: p.answered, "requests answered 503 SlowDown", 15)
 
 
 def s3_409_on_claims(run: Run) -> None:
-    proxy = run.s3_proxy
-    assert proxy is not None
-    run.pause(4)
-    run.begin()
-    proxy.conflict_claims(20)
-    run.pause(10)
-    run.end()
-    run.faults_fired = proxy.conflicts
-    run.note += f"{proxy.conflicts} claims answered 409 ConditionalRequestConflict; "
+    _proxy_fault(
+        run,
+        lambda p: p.conflict_claims(20),
+        lambda p: p.conflicts,
+        "claims answered 409 ConditionalRequestConflict",
+        10,
+    )
 
 
 def s3_ambiguous_writes(run: Run) -> None:
     """PUTs (claims and data) reach the server and are written, and their answers are lost: the sink
     cannot tell a write that happened from one that did not, and must neither lose nor duplicate."""
-    proxy = run.s3_proxy
-    assert proxy is not None
-    run.pause(4)
-    run.begin()
-    proxy.drop_responses(10)
-    run.pause(10)
-    run.end()
-    run.faults_fired = proxy.dropped
-    run.note += f"{proxy.dropped} written PUTs had their answers dropped; "
+    _proxy_fault(run, lambda p: p.drop_responses(10), lambda p: p.dropped, "written PUTs lost their answers", 10)
 
 
 def sink_zombie(run: Run) -> None:
